@@ -1,0 +1,5 @@
+//! `strand broker`. PLACEHOLDER: written with the server.
+use crate::cli::BrokerArgs;
+pub fn run(_args: BrokerArgs) -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
+}

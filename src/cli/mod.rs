@@ -1,0 +1,196 @@
+//! Command-line interface: `strand broker` runs a broker; `topic`, `produce`, `consume` talk to
+//! one over the Kafka protocol; `bench` measures this machine's limits and the broker against
+//! them. Bad flags or config print one line naming the problem and exit non-zero.
+
+pub mod bench;
+pub mod broker;
+pub mod consume;
+pub mod produce;
+pub mod topic;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "strand", version, about = "A Kafka-compatible message broker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a broker.
+    Broker(BrokerArgs),
+    /// Create, list, describe, delete or alter topics.
+    Topic(TopicArgs),
+    /// Produce lines from stdin, one record per line.
+    Produce(ProduceArgs),
+    /// Consume records and print their values, one per line.
+    Consume(ConsumeArgs),
+    /// Measure this machine's disk and network limits, then the broker against them.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BrokerArgs {
+    /// Address to listen on [default: 127.0.0.1:9092].
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// host:port clients should connect to [default: the listen address].
+    #[arg(long)]
+    pub advertised_listener: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// This broker's node id [default: 1].
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Where a client command connects.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Broker address (host:port).
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+    pub bootstrap_server: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, short = 'p', default_value_t = 1)]
+        partitions: i32,
+        /// Topic config, KEY=VALUE (repeatable), e.g. retention.ms=60000.
+        #[arg(long = "config", short = 'c')]
+        configs: Vec<String>,
+    },
+    /// List topics.
+    List,
+    /// Show partitions, offsets and configs of a topic.
+    Describe { name: String },
+    /// Delete a topic.
+    Delete { name: String },
+    /// Change topic configs or add partitions.
+    Alter {
+        name: String,
+        /// Set a config, KEY=VALUE (repeatable).
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// Reset a config to its default (repeatable).
+        #[arg(long = "delete")]
+        delete: Vec<String>,
+        /// Grow the topic to this many partitions.
+        #[arg(long)]
+        partitions: Option<i32>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub topic: String,
+    /// Split each line at the first occurrence of this separator into key and value.
+    #[arg(long)]
+    pub key_separator: Option<String>,
+    /// Send every record to this partition (default: by key hash, else round-robin).
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// acks: 0, 1 or all (-1).
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub topic: String,
+    /// Start from the earliest offset (default: only new records).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Start from this offset (needs --partition, or applies to every partition).
+    #[arg(long)]
+    pub offset: Option<i64>,
+    /// Read only this partition.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub max: Option<u64>,
+    /// Print keys too, separated by this string.
+    #[arg(long)]
+    pub key_separator: Option<String>,
+    /// Exit when no record arrives for this long (ms); default: wait forever.
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Directory for the benchmark's data (a fresh subdirectory is used and removed).
+    #[arg(long, default_value = "./bench-data")]
+    pub data_dir: PathBuf,
+    /// Megabytes to produce in the throughput phase.
+    #[arg(long, default_value_t = 256)]
+    pub produce_mib: u64,
+    /// Record size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Seconds for the latency phase.
+    #[arg(long, default_value_t = 10)]
+    pub latency_secs: u64,
+}
+
+/// Parse the command line and run; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing();
+    let result = match cli.command {
+        Command::Broker(args) => broker::run(args),
+        Command::Topic(args) => topic::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("strand: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("STRAND_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// A tokio runtime for client commands and the broker.
+pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -1,0 +1,341 @@
+//! Broker and topic configuration, with Kafka's key names (`retention.ms` -> `retention_ms`).
+//!
+//! Precedence for the broker: CLI flags override `--config strand.toml`, which overrides the
+//! defaults. Topic configs are the per-topic overrides Kafka accepts on CreateTopics and
+//! IncrementalAlterConfigs; unknown keys or bad values are INVALID_CONFIG with a message naming
+//! the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::MESSAGE_BYTES_MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// Per-topic settings (Kafka's topic-level configs we honour).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// `segment.bytes`: roll the active segment when it would exceed this size.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment when its first batch is this old.
+    pub segment_ms: i64,
+    /// `retention.ms`: delete whole segments whose newest record is older; -1 keeps forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete oldest whole segments while the partition is larger; -1 = no limit.
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: largest record batch accepted (after compression).
+    pub max_message_bytes: i32,
+    /// `message.timestamp.type`.
+    pub message_timestamp_type: TimestampType,
+    /// `index.interval.bytes`: bytes between offset/time index entries.
+    pub index_interval_bytes: i32,
+    /// `segment.index.bytes`: most bytes an offset index may take before the segment rolls.
+    pub segment_index_bytes: i32,
+    /// `cleanup.policy`: only `delete` is supported (compaction is not implemented yet).
+    pub cleanup_policy: String,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        // Kafka's defaults (LogConfig / ServerLogConfigs).
+        TopicConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1024 * 1024 + 12,
+            message_timestamp_type: TimestampType::CreateTime,
+            index_interval_bytes: 4096,
+            segment_index_bytes: 10 * 1024 * 1024,
+            cleanup_policy: "delete".into(),
+        }
+    }
+}
+
+/// The topic config keys we accept, in the order DescribeConfigs lists them.
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.index.bytes",
+    "segment.ms",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|_| ConfigError(format!("invalid value '{value}' for config '{key}': not a valid number")))
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, min: T) -> Result<T, ConfigError> {
+    if v < min {
+        return Err(ConfigError(format!("invalid value {v} for config '{key}': must be at least {min}")));
+    }
+    Ok(v)
+}
+
+impl TopicConfig {
+    /// Set one Kafka config key. Rejects unknown keys and out-of-range values.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "segment.bytes" => self.segment_bytes = at_least(key, parse_num::<u64>(key, value)?, 14)?,
+            "segment.ms" => self.segment_ms = at_least(key, parse_num(key, value)?, 1)?,
+            "retention.ms" => self.retention_ms = at_least(key, parse_num(key, value)?, -1)?,
+            "retention.bytes" => self.retention_bytes = at_least(key, parse_num(key, value)?, -1)?,
+            "max.message.bytes" => {
+                let v: i64 = at_least(key, parse_num(key, value)?, 0)?;
+                if v > MESSAGE_BYTES_MAX {
+                    return Err(ConfigError(format!(
+                        "invalid value {v} for config '{key}': must be at most {MESSAGE_BYTES_MAX}"
+                    )));
+                }
+                self.max_message_bytes = v as i32;
+            }
+            "index.interval.bytes" => self.index_interval_bytes = at_least(key, parse_num(key, value)?, 0)?,
+            "segment.index.bytes" => self.segment_index_bytes = at_least(key, parse_num(key, value)?, 4096)?,
+            "message.timestamp.type" => {
+                self.message_timestamp_type = match value.trim() {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    other => {
+                        return Err(ConfigError(format!(
+                            "invalid value '{other}' for config '{key}': expected CreateTime or LogAppendTime"
+                        )))
+                    }
+                }
+            }
+            "cleanup.policy" => {
+                if value.trim() != "delete" {
+                    return Err(ConfigError(format!(
+                        "invalid value '{value}' for config '{key}': strand supports only 'delete' (compaction is not implemented)"
+                    )));
+                }
+                self.cleanup_policy = "delete".into();
+            }
+            other => return Err(ConfigError(format!("unknown topic config '{other}'"))),
+        }
+        Ok(())
+    }
+
+    /// Reset one key to the default.
+    pub fn reset(&mut self, key: &str) -> Result<(), ConfigError> {
+        let default = TopicConfig::default();
+        let value = default.get(key).ok_or_else(|| ConfigError(format!("unknown topic config '{key}'")))?;
+        self.set(key, &value)
+    }
+
+    /// The value of one key as Kafka prints it.
+    pub fn get(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "segment.bytes" => self.segment_bytes.to_string(),
+            "segment.ms" => self.segment_ms.to_string(),
+            "retention.ms" => self.retention_ms.to_string(),
+            "retention.bytes" => self.retention_bytes.to_string(),
+            "max.message.bytes" => self.max_message_bytes.to_string(),
+            "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "segment.index.bytes" => self.segment_index_bytes.to_string(),
+            "message.timestamp.type" => match self.message_timestamp_type {
+                TimestampType::CreateTime => "CreateTime".into(),
+                TimestampType::LogAppendTime => "LogAppendTime".into(),
+            },
+            "cleanup.policy" => self.cleanup_policy.clone(),
+            _ => return None,
+        })
+    }
+
+    /// Whether `key` differs from the broker-wide default (DescribeConfigs' config source).
+    pub fn is_default(&self, key: &str) -> bool {
+        TopicConfig::default().get(key) == self.get(key)
+    }
+
+    /// Build from a map of overrides.
+    pub fn from_overrides(overrides: &BTreeMap<String, String>) -> Result<TopicConfig, ConfigError> {
+        let mut c = TopicConfig::default();
+        for (k, v) in overrides {
+            c.set(k, v)?;
+        }
+        Ok(c)
+    }
+}
+
+/// Broker settings. Field names follow Kafka's server configs where one exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `host:port` clients are told to connect to (defaults to `listen`).
+    pub advertised_listener: Option<String>,
+    /// Directory for logs and metadata (`log.dirs`).
+    pub data_dir: PathBuf,
+    /// `node.id`.
+    pub node_id: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions` for auto-created topics.
+    pub num_partitions: i32,
+    /// `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+    /// Topic config defaults applied to topics without overrides (Kafka's `log.*` keys).
+    pub log_segment_bytes: Option<u64>,
+    pub log_retention_ms: Option<i64>,
+    pub log_retention_bytes: Option<i64>,
+    pub message_max_bytes: Option<i32>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".parse().expect("static address"),
+            advertised_listener: None,
+            data_dir: PathBuf::from("./data"),
+            node_id: 1,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            log_retention_check_interval_ms: 300_000,
+            log_segment_bytes: None,
+            log_retention_ms: None,
+            log_retention_bytes: None,
+            message_max_bytes: None,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Parse a TOML file's text. Errors name the problem in one line.
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, ConfigError> {
+        let c: BrokerConfig = toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.num_partitions < 1 || self.num_partitions > crate::limits::TOPIC_PARTITIONS_MAX {
+            return Err(ConfigError(format!(
+                "num_partitions {} must be between 1 and {}",
+                self.num_partitions,
+                crate::limits::TOPIC_PARTITIONS_MAX
+            )));
+        }
+        if self.node_id < 0 {
+            return Err(ConfigError(format!("node_id {} must not be negative", self.node_id)));
+        }
+        self.topic_defaults()?;
+        if let Some(a) = &self.advertised_listener {
+            parse_host_port(a)?;
+        }
+        Ok(())
+    }
+
+    /// The topic config every topic starts from before its own overrides.
+    pub fn topic_defaults(&self) -> Result<TopicConfig, ConfigError> {
+        let mut c = TopicConfig::default();
+        if let Some(v) = self.log_segment_bytes {
+            c.set("segment.bytes", &v.to_string()).map_err(|e| ConfigError(format!("log_segment_bytes: {e}")))?;
+        }
+        if let Some(v) = self.log_retention_ms {
+            c.set("retention.ms", &v.to_string()).map_err(|e| ConfigError(format!("log_retention_ms: {e}")))?;
+        }
+        if let Some(v) = self.log_retention_bytes {
+            c.set("retention.bytes", &v.to_string()).map_err(|e| ConfigError(format!("log_retention_bytes: {e}")))?;
+        }
+        if let Some(v) = self.message_max_bytes {
+            c.set("max.message.bytes", &v.to_string()).map_err(|e| ConfigError(format!("message_max_bytes: {e}")))?;
+        }
+        Ok(c)
+    }
+
+    /// The (host, port) clients are told to use.
+    pub fn advertised(&self) -> (String, i32) {
+        match &self.advertised_listener {
+            Some(a) => parse_host_port(a).expect("validated at load"),
+            None => (self.listen.ip().to_string(), i32::from(self.listen.port())),
+        }
+    }
+}
+
+/// Parse `host:port`.
+pub fn parse_host_port(s: &str) -> Result<(String, i32), ConfigError> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError(format!("advertised listener '{s}' must be host:port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ConfigError(format!("advertised listener '{s}': port '{port}' is not a number 0-65535")))?;
+    if host.is_empty() {
+        return Err(ConfigError(format!("advertised listener '{s}': host is empty")));
+    }
+    Ok((host.trim_matches(|c| c == '[' || c == ']').to_string(), i32::from(port)))
+}
+
+/// Kafka's topic name rule: 1..=249 chars of [a-zA-Z0-9._-], not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name '{name}' is not allowed"));
+    }
+    if name.len() > crate::limits::TOPIC_NAME_BYTES_MAX {
+        return Err(format!("topic name is {} bytes, the limit is {}", name.len(), crate::limits::TOPIC_NAME_BYTES_MAX));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-')) {
+        return Err(format!("topic name '{name}' contains '{c}'; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_config_set_and_get_round_trip() {
+        let mut c = TopicConfig::default();
+        c.set("retention.ms", "1000").unwrap();
+        c.set("message.timestamp.type", "LogAppendTime").unwrap();
+        assert_eq!(c.get("retention.ms").unwrap(), "1000");
+        assert_eq!(c.get("message.timestamp.type").unwrap(), "LogAppendTime");
+        assert!(!c.is_default("retention.ms"));
+        c.reset("retention.ms").unwrap();
+        assert!(c.is_default("retention.ms"));
+        assert!(c.set("retention.ms", "abc").unwrap_err().0.contains("retention.ms"));
+        assert!(c.set("no.such.key", "1").unwrap_err().0.contains("no.such.key"));
+        assert!(c.set("cleanup.policy", "compact").is_err());
+        assert!(c.set("segment.bytes", "1").is_err());
+    }
+
+    #[test]
+    fn broker_toml_rejects_unknown_keys() {
+        let e = BrokerConfig::from_toml("listen = \"127.0.0.1:1\"\nbogus = 3\n").unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+        let c = BrokerConfig::from_toml("num_partitions = 3\n").unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert!(BrokerConfig::from_toml("num_partitions = 0\n").is_err());
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1-x_y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}

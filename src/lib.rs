@@ -1,0 +1,28 @@
+//! strand: a Kafka-compatible message broker written against an abstracted runtime, so the same
+//! code runs for real and under a deterministic simulator.
+//!
+//! # Layout
+//! - `cli/`        clap commands: broker, topic, produce, consume, bench
+//! - `config`      BrokerConfig, TopicConfig (Kafka keys), validation
+//! - `limits`      every named bound
+//! - `protocol/`   record batch v2 view (CRC-32C, in-place offset patch), Kafka error codes
+//! - `server/`     async shell facing clients: listener, connection (framing, pipelining,
+//!                 bounds), dispatch (ApiKey -> handler; ApiVersions generated from it), handlers,
+//!                 topic registry (durable topic metadata)
+//! - `partition/`  a replica: log + group-commit flusher + high watermark
+//! - `log/`        one partition's durable segmented log and its recovery
+//! - `client/`     a small Kafka client over kafka-protocol, used by the CLI and benchmarks
+//! - `runtime/`    the ONLY code touching the OS disk, clock or randomness
+//!
+//! Dependency direction: cli -> server -> partition -> log -> runtime. Network and timers come
+//! from `tokio`, which is `madsim-tokio` (simulated under `--cfg madsim`).
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod limits;
+pub mod log;
+pub mod partition;
+pub mod protocol;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,31 @@
+//! Every named bound in strand, with compile-time checks on how they relate.
+
+/// Largest request frame a client may send (Kafka's `socket.request.max.bytes` default).
+pub const REQUEST_FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
+/// Requests read from one connection but not yet answered. When full, we stop reading.
+pub const CONNECTION_IN_FLIGHT_REQUESTS_MAX: usize = 64;
+/// Bytes of requests read from one connection but not yet answered.
+pub const CONNECTION_IN_FLIGHT_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Concurrent client connections per broker (Kafka's `max.connections` is unbounded by default).
+pub const CONNECTIONS_MAX: usize = 4096;
+/// Partitions in one topic.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+/// Topic name length (Kafka: 249).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Topics or partitions named in one request, checked before any loop over them.
+pub const REQUEST_PARTITIONS_MAX: usize = 100_000;
+/// Records in one batch (a batch's count field is checked against this before use).
+pub const BATCH_RECORDS_MAX: i32 = 1 << 24;
+/// Longest a fetch may wait (a client's max_wait_ms is capped to this).
+pub const FETCH_WAIT_MS_MAX: u64 = 60_000;
+/// Largest fetch response we build, whatever the client asks.
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest `max.message.bytes` a topic may set.
+pub const MESSAGE_BYTES_MAX: i64 = 64 * 1024 * 1024;
+/// Produce timeout cap (a client's timeout_ms is capped to this).
+pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 300_000;
+
+const _: () = assert!(MESSAGE_BYTES_MAX as usize <= REQUEST_FRAME_BYTES_MAX);
+const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= CONNECTION_IN_FLIGHT_BYTES_MAX);
+const _: () = assert!(FETCH_RESPONSE_BYTES_MAX <= i32::MAX as usize);
+const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= i32::MAX as usize);

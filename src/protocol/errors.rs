@@ -1,0 +1,61 @@
+//! The only file that knows Kafka error numbers (apache/kafka `clients/.../protocol/Errors.java`).
+
+/// A Kafka error code as sent on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ErrorCode(pub i16);
+
+impl ErrorCode {
+    pub const NONE: ErrorCode = ErrorCode(0);
+    pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
+    pub const OFFSET_OUT_OF_RANGE: ErrorCode = ErrorCode(1);
+    pub const CORRUPT_MESSAGE: ErrorCode = ErrorCode(2);
+    pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
+    pub const INVALID_FETCH_SIZE: ErrorCode = ErrorCode(4);
+    pub const LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(5);
+    pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
+    pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
+    pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);
+    pub const NOT_COORDINATOR: ErrorCode = ErrorCode(16);
+    pub const INVALID_TOPIC_EXCEPTION: ErrorCode = ErrorCode(17);
+    pub const RECORD_LIST_TOO_LARGE: ErrorCode = ErrorCode(18);
+    pub const INVALID_REQUIRED_ACKS: ErrorCode = ErrorCode(21);
+    pub const INVALID_TIMESTAMP: ErrorCode = ErrorCode(32);
+    pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(35);
+    pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
+    pub const INVALID_PARTITIONS: ErrorCode = ErrorCode(37);
+    pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode(38);
+    pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = ErrorCode(39);
+    pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
+    pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: ErrorCode = ErrorCode(43);
+    pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
+    pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
+    pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
+    pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
+    pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
+    pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(91);
+
+    pub fn code(self) -> i16 {
+        self.0
+    }
+}
+
+impl From<crate::log::Error> for ErrorCode {
+    fn from(e: crate::log::Error) -> ErrorCode {
+        (&e).into()
+    }
+}
+
+impl From<&crate::log::Error> for ErrorCode {
+    fn from(e: &crate::log::Error) -> ErrorCode {
+        use crate::log::Error;
+        match e {
+            Error::Batch(b) => b.error_code(),
+            Error::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            Error::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+            Error::Io { .. } | Error::Failed { .. } | Error::Corrupt { .. } => {
+                ErrorCode::KAFKA_STORAGE_ERROR
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `StdDisk`: std::fs with every blocking call moved off the async workers.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::runtime::{Disk, DiskFile, IoFuture};
+
+pub struct StdDisk;
+
+impl StdDisk {
+    pub fn new() -> StdDisk {
+        StdDisk
+    }
+}
+
+impl Default for StdDisk {
+    fn default() -> Self {
+        StdDisk::new()
+    }
+}
+
+/// Run a blocking closure on tokio's blocking pool (in simulation there is no real disk IO
+/// through this type, so a plain call is fine there).
+fn blocking<T, F>(f: F) -> IoFuture<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    #[cfg(not(madsim))]
+    {
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(f).await {
+                Ok(r) => r,
+                Err(e) => Err(io::Error::other(format!("blocking disk task failed: {e}"))),
+            }
+        })
+    }
+    #[cfg(madsim)]
+    {
+        Box::pin(async move { f() })
+    }
+}
+
+impl Disk for StdDisk {
+    fn open(&self, path: &Path, create: bool) -> IoFuture<Arc<dyn DiskFile>> {
+        let path = path.to_path_buf();
+        blocking(move || {
+            let file = OpenOptions::new().read(true).write(true).create(create).open(&path)?;
+            Ok(Arc::new(StdFile { file: Arc::new(file), path }) as Arc<dyn DiskFile>)
+        })
+    }
+
+    fn remove(&self, path: &Path) -> IoFuture<()> {
+        let path = path.to_path_buf();
+        blocking(move || std::fs::remove_file(path))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> IoFuture<()> {
+        let (from, to) = (from.to_path_buf(), to.to_path_buf());
+        blocking(move || std::fs::rename(from, to))
+    }
+
+    fn list(&self, dir: &Path) -> IoFuture<Vec<String>> {
+        let dir = dir.to_path_buf();
+        blocking(move || {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(dir)? {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> IoFuture<()> {
+        let dir = dir.to_path_buf();
+        blocking(move || std::fs::create_dir_all(dir))
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> IoFuture<()> {
+        let dir = dir.to_path_buf();
+        blocking(move || std::fs::remove_dir_all(dir))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> IoFuture<()> {
+        let dir = dir.to_path_buf();
+        blocking(move || File::open(dir)?.sync_all())
+    }
+
+    fn exists(&self, path: &Path) -> IoFuture<bool> {
+        let path = path.to_path_buf();
+        blocking(move || path.try_exists())
+    }
+}
+
+struct StdFile {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl DiskFile for StdFile {
+    fn read_at(&self, pos: u64, len: usize) -> IoFuture<Bytes> {
+        let file = self.file.clone();
+        blocking(move || {
+            let mut buf = vec![0u8; len];
+            let mut filled = 0;
+            while filled < len {
+                match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(filled);
+            Ok(Bytes::from(buf))
+        })
+    }
+
+    fn write_at(&self, pos: u64, data: Bytes) -> IoFuture<()> {
+        let file = self.file.clone();
+        blocking(move || file.write_all_at(&data, pos))
+    }
+
+    fn sync_data(&self) -> IoFuture<()> {
+        let file = self.file.clone();
+        blocking(move || file.sync_data())
+    }
+
+    fn set_len(&self, len: u64) -> IoFuture<()> {
+        let file = self.file.clone();
+        blocking(move || file.set_len(len))
+    }
+
+    fn len(&self) -> IoFuture<u64> {
+        let file = self.file.clone();
+        blocking(move || Ok(file.metadata()?.len()))
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}

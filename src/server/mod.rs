@@ -1,0 +1,1 @@
+//! The async shell facing clients. PLACEHOLDER: written next.
