@@ -37,6 +37,10 @@ impl Partition {
     pub async fn append(&self, _records: Bytes, _acks: Acks) -> Result<AppendInfo> {
         todo!("partition implementation")
     }
+    /// Wait until everything below `upto` is durable, or the log failed.
+    pub async fn wait_durable(&self, _upto: i64) -> Result<()> {
+        todo!("partition implementation")
+    }
     /// Read committed data (below the high watermark).
     pub async fn read(&self, _offset: i64, _max_bytes: usize) -> Result<ReadInfo> {
         todo!("partition implementation")

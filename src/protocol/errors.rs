@@ -34,6 +34,7 @@ impl ErrorCode {
     pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(91);
+    pub const UNSUPPORTED_ENDPOINT_TYPE: ErrorCode = ErrorCode(119);
 
     pub fn code(self) -> i16 {
         self.0

@@ -1,0 +1,158 @@
+//! One client connection: size-prefixed frames in, responses out in request order.
+//!
+//! Requests are handled in arrival order up to the point where they would wait (a produce
+//! waiting for fsync, a fetch long-polling); the waiting part is queued as a deferred reply, so
+//! a connection can pipeline many requests while appends keep their order. Bounds: at most
+//! `CONNECTION_IN_FLIGHT_REQUESTS_MAX` unanswered requests and `CONNECTION_IN_FLIGHT_BYTES_MAX`
+//! bytes of them; when either is reached we stop reading from the socket. A frame whose
+//! declared length is negative or above `REQUEST_FRAME_BYTES_MAX` closes the connection before
+//! anything is buffered; so does an undecodable header or body, an unknown API key, or an
+//! unsupported version (ApiVersions excepted: it gets the KIP-511 v0 fallback reply).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::dispatch::{self, Reply};
+use super::Broker;
+use crate::limits::{CONNECTION_IN_FLIGHT_BYTES_MAX, CONNECTION_IN_FLIGHT_REQUESTS_MAX, REQUEST_FRAME_BYTES_MAX};
+
+/// A request whose response is yet to be written.
+struct Pending {
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    reply: Reply,
+    _bytes: OwnedSemaphorePermit,
+}
+
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<Pending>(CONNECTION_IN_FLIGHT_REQUESTS_MAX);
+    let bytes_budget = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_BYTES_MAX));
+    let writer_task = tokio::spawn(write_loop(writer, rx, peer));
+    loop {
+        let mut size_buf = [0u8; 4];
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            r = reader.read_exact(&mut size_buf) => r,
+        };
+        if read.is_err() {
+            break; // EOF or reset: the client went away.
+        }
+        let size = i32::from_be_bytes(size_buf);
+        if size < 8 || size as usize > REQUEST_FRAME_BYTES_MAX {
+            tracing::info!(%peer, size, "closing connection: invalid request frame size");
+            break;
+        }
+        let size = size as usize;
+        let permit = match bytes_budget.clone().acquire_many_owned(size as u32).await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let mut body = BytesMut::zeroed(size);
+        if reader.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        let mut body = body.freeze();
+        let (api_key, api_version, correlation_id, reply) = match decode_and_handle(&broker, &mut body, peer).await {
+            Some(x) => x,
+            None => break,
+        };
+        if matches!(reply, Reply::Close) {
+            break;
+        }
+        let pending = Pending { api_key, api_version, correlation_id, reply, _bytes: permit };
+        if tx.send(pending).await.is_err() {
+            break; // the writer stopped: the socket is gone.
+        }
+    }
+    drop(tx);
+    // Let already-accepted requests finish and their responses go out.
+    let _ = writer_task.await;
+}
+
+/// Decode the header and body and run the handler. `None` closes the connection.
+async fn decode_and_handle(
+    broker: &Arc<Broker>,
+    body: &mut Bytes,
+    peer: SocketAddr,
+) -> Option<(ApiKey, i16, i32, Reply)> {
+    let raw_key = i16::from_be_bytes([body[0], body[1]]);
+    let api_version = i16::from_be_bytes([body[2], body[3]]);
+    let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+    let Ok(api_key) = ApiKey::try_from(raw_key) else {
+        tracing::info!(%peer, api_key = raw_key, "closing connection: unknown API key");
+        return None;
+    };
+    let Some(range) = dispatch::version_range(api_key) else {
+        tracing::info!(%peer, ?api_key, "closing connection: API not supported");
+        return None;
+    };
+    if api_version < range.0 || api_version > range.1 {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and what we support.
+            return Some((api_key, 0, correlation_id, Reply::Now(dispatch::api_versions_fallback())));
+        }
+        tracing::info!(%peer, ?api_key, api_version, "closing connection: unsupported version");
+        return None;
+    }
+    let header_version = api_key.request_header_version(api_version);
+    let header = match RequestHeader::decode(body, header_version) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "closing connection: malformed request header");
+            return None;
+        }
+    };
+    let reply = dispatch::handle(broker, api_key, api_version, &header, body).await;
+    if let Reply::Malformed(reason) = &reply {
+        tracing::info!(%peer, ?api_key, api_version, reason = %reason, "closing connection: malformed request");
+        return None;
+    }
+    Some((api_key, api_version, correlation_id, reply))
+}
+
+async fn write_loop(
+    mut writer: tokio::io::WriteHalf<TcpStream>,
+    mut rx: mpsc::Receiver<Pending>,
+    peer: SocketAddr,
+) {
+    while let Some(p) = rx.recv().await {
+        let response = match p.reply {
+            Reply::Now(r) => r,
+            Reply::Later(fut) => fut.await,
+            Reply::NoResponse => continue,
+            Reply::Close | Reply::Malformed(_) => break,
+        };
+        let frame = match encode_response(p.api_key, p.api_version, p.correlation_id, &response) {
+            Ok(f) => f,
+            Err(e) => {
+                // Our own bug: a response we built does not encode. Close rather than limp.
+                tracing::error!(%peer, api_key = ?p.api_key, error = %e, "response does not encode; closing connection");
+                break;
+            }
+        };
+        if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+fn encode_response(api_key: ApiKey, api_version: i16, correlation_id: i32, response: &ResponseKind) -> anyhow::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0); // size, patched below
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header.encode(&mut buf, api_key.response_header_version(api_version))?;
+    response.encode(&mut buf, api_version)?;
+    let size = i32::try_from(buf.len() - 4)?;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}

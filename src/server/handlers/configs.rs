@@ -1,0 +1,204 @@
+//! DescribeConfigs and IncrementalAlterConfigs for topics (and a read-only view of the broker).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, IncrementalAlterConfigsRequest};
+use kafka_protocol::messages::incremental_alter_configs_response::{
+    AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::messages::ResponseKind;
+
+use super::str_bytes;
+use crate::config::TOPIC_CONFIG_KEYS;
+use crate::limits::REQUEST_PARTITIONS_MAX;
+use crate::protocol::errors::ErrorCode;
+use crate::server::dispatch::Reply;
+use crate::server::topics::AdminError;
+use crate::server::Broker;
+
+// ConfigResource.Type (apache/kafka clients/.../config/ConfigResource.java).
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+// DescribeConfigsResponse.ConfigSource.
+pub const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
+pub const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
+pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
+// DescribeConfigsResponse.ConfigType.
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
+// AlterConfigOp.OpType.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+fn topic_config_type(key: &str) -> i8 {
+    match key {
+        "cleanup.policy" => TYPE_LIST,
+        "message.timestamp.type" => TYPE_STRING,
+        "retention.ms" | "retention.bytes" | "segment.ms" => TYPE_LONG,
+        _ => TYPE_INT,
+    }
+}
+
+fn entry(name: &str, value: String, source: i8, config_type: i8, read_only: bool, version: i16) -> DescribeConfigsResourceResult {
+    let mut e = DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(name))
+        .with_value(Some(str_bytes(&value)))
+        .with_read_only(read_only)
+        .with_config_source(source);
+    if version >= 3 {
+        e = e.with_config_type(config_type);
+    }
+    e
+}
+
+pub async fn describe(broker: &Arc<Broker>, version: i16, req: DescribeConfigsRequest) -> Reply {
+    if req.resources.len() > REQUEST_PARTITIONS_MAX {
+        return Reply::Malformed(format!("describe configs names {} resources", req.resources.len()));
+    }
+    let mut results = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let wanted = |k: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|w| w.as_str() == k));
+        let base = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+        let result = match r.resource_type {
+            RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
+                None => base
+                    .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code())
+                    .with_error_message(Some(str_bytes(&format!("Topic '{}' does not exist.", r.resource_name.as_str())))),
+                Some(topic) => base.with_configs(
+                    TOPIC_CONFIG_KEYS
+                        .iter()
+                        .filter(|k| wanted(k))
+                        .map(|k| {
+                            let source = if topic.overrides.contains_key(*k) { CONFIG_SOURCE_DYNAMIC_TOPIC } else { CONFIG_SOURCE_DEFAULT };
+                            entry(k, topic.config.get(k).unwrap_or_default(), source, topic_config_type(k), false, version)
+                        })
+                        .collect(),
+                ),
+            },
+            RESOURCE_BROKER => {
+                let name = r.resource_name.as_str();
+                if !name.is_empty() && name != broker.config.node_id.to_string() {
+                    base.with_error_code(ErrorCode::INVALID_REQUEST.code())
+                        .with_error_message(Some(str_bytes(&format!("this broker is node {}, not '{name}'", broker.config.node_id))))
+                } else {
+                    let c = &broker.config;
+                    let (host, port) = &broker.advertised;
+                    let all = [
+                        ("node.id", c.node_id.to_string(), TYPE_INT),
+                        ("log.dirs", c.data_dir.display().to_string(), TYPE_STRING),
+                        ("listeners", format!("PLAINTEXT://{}", c.listen), TYPE_LIST),
+                        ("advertised.listeners", format!("PLAINTEXT://{host}:{port}"), TYPE_LIST),
+                        ("auto.create.topics.enable", c.auto_create_topics_enable.to_string(), TYPE_BOOLEAN),
+                        ("num.partitions", c.num_partitions.to_string(), TYPE_INT),
+                        ("log.retention.check.interval.ms", c.log_retention_check_interval_ms.to_string(), TYPE_LONG),
+                    ];
+                    base.with_configs(
+                        all.into_iter()
+                            .filter(|(k, _, _)| wanted(k))
+                            .map(|(k, v, t)| entry(k, v, CONFIG_SOURCE_STATIC_BROKER, t, true, version))
+                            .collect(),
+                    )
+                }
+            }
+            other => base
+                .with_error_code(ErrorCode::INVALID_REQUEST.code())
+                .with_error_message(Some(str_bytes(&format!("resource type {other} is not supported")))),
+        };
+        results.push(result);
+    }
+    Reply::Now(ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results)))
+}
+
+/// The overrides a topic would have after the operations, validated as a whole.
+fn apply_ops(current: &BTreeMap<String, String>, r: &AlterConfigsResource) -> Result<BTreeMap<String, String>, AdminError> {
+    let mut overrides = current.clone();
+    for c in &r.configs {
+        let key = c.name.as_str();
+        if !TOPIC_CONFIG_KEYS.contains(&key) {
+            return Err(AdminError::new(ErrorCode::INVALID_CONFIG, format!("unknown topic config '{key}'")));
+        }
+        match c.config_operation {
+            OP_SET => {
+                let value = c.value.as_ref().ok_or_else(|| {
+                    AdminError::new(ErrorCode::INVALID_REQUEST, format!("SET of '{key}' needs a value"))
+                })?;
+                overrides.insert(key.to_string(), value.as_str().to_string());
+            }
+            OP_DELETE => {
+                overrides.remove(key);
+            }
+            OP_APPEND | OP_SUBTRACT => {
+                if topic_config_type(key) != TYPE_LIST {
+                    return Err(AdminError::new(
+                        ErrorCode::INVALID_CONFIG,
+                        format!("Config value append is not allowed for config key: {key}"),
+                    ));
+                }
+                // cleanup.policy is the only list config and only "delete" is supported, so the
+                // result must still be exactly "delete".
+                let value = c.value.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default();
+                let mut items: Vec<String> = overrides.get(key).cloned().unwrap_or_else(|| "delete".into()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                for v in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if c.config_operation == OP_APPEND {
+                        if !items.iter().any(|i| i == v) {
+                            items.push(v.to_string());
+                        }
+                    } else {
+                        items.retain(|i| i != v);
+                    }
+                }
+                overrides.insert(key.to_string(), items.join(","));
+            }
+            other => return Err(AdminError::new(ErrorCode::INVALID_REQUEST, format!("unknown config operation {other}"))),
+        }
+    }
+    Ok(overrides)
+}
+
+pub async fn incremental_alter(broker: &Arc<Broker>, _version: i16, req: IncrementalAlterConfigsRequest) -> Reply {
+    if req.resources.len() > REQUEST_PARTITIONS_MAX {
+        return Reply::Malformed(format!("alter configs names {} resources", req.resources.len()));
+    }
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        let outcome = match r.resource_type {
+            RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
+                None => Err(AdminError::new(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("Topic '{}' does not exist.", r.resource_name.as_str()),
+                )),
+                Some(topic) => match apply_ops(&topic.overrides, r) {
+                    Err(e) => Err(e),
+                    Ok(overrides) => match broker.topics.config_for(&overrides) {
+                        Err(e) => Err(e),
+                        Ok(_) if req.validate_only => Ok(()),
+                        Ok(_) => broker.topics.alter_configs(&topic.name, overrides).await,
+                    },
+                },
+            },
+            RESOURCE_BROKER => Err(AdminError::new(
+                ErrorCode::INVALID_REQUEST,
+                "dynamic broker configs are not supported; edit strand.toml and restart",
+            )),
+            other => Err(AdminError::new(ErrorCode::INVALID_REQUEST, format!("resource type {other} is not supported"))),
+        };
+        let base = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        responses.push(match outcome {
+            Ok(()) => base,
+            Err(e) => base.with_error_code(e.code.code()).with_error_message(Some(str_bytes(&e.message))),
+        });
+    }
+    Reply::Now(ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses)))
+}

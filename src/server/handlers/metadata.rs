@@ -1,0 +1,108 @@
+//! Metadata and DescribeCluster: one broker that leads every partition.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_cluster_request::DescribeClusterRequest;
+use kafka_protocol::messages::describe_cluster_response::{DescribeClusterBroker, DescribeClusterResponse};
+use kafka_protocol::messages::metadata_request::MetadataRequest;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, ResponseKind, TopicName};
+
+use super::{str_bytes, topic_or_create};
+use crate::protocol::errors::ErrorCode;
+use crate::server::dispatch::Reply;
+use crate::server::topics::Topic;
+use crate::server::Broker;
+
+fn topic_response(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config.node_id);
+    let partitions = (0..topic.partitions.len() as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(&topic.name))))
+        .with_topic_id(topic.id)
+        .with_is_internal(topic.name.starts_with("__"))
+        .with_partitions(partitions)
+}
+
+pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Reply {
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let requested = match req.topics {
+        None => None,
+        Some(list) if list.is_empty() && version == 0 => None,
+        Some(list) => Some(list),
+    };
+    // Before v4 there is no flag and the broker setting alone decides.
+    let allow_create = version < 4 || req.allow_auto_topic_creation;
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            for t in broker.topics.all() {
+                topics.push(topic_response(broker, &t));
+            }
+        }
+        Some(list) => {
+            for requested in list {
+                match requested.name {
+                    Some(name) => match topic_or_create(broker, name.as_str(), allow_create).await {
+                        Ok(t) => topics.push(topic_response(broker, &t)),
+                        Err(e) => topics.push(
+                            MetadataResponseTopic::default()
+                                .with_name(Some(name))
+                                .with_error_code(e.code.code()),
+                        ),
+                    },
+                    // v12+: a topic named by id only.
+                    None => match broker.topics.get_by_id(requested.topic_id) {
+                        Some(t) => topics.push(topic_response(broker, &t)),
+                        None => topics.push(
+                            MetadataResponseTopic::default()
+                                .with_topic_id(requested.topic_id)
+                                .with_error_code(ErrorCode::UNKNOWN_TOPIC_ID.code()),
+                        ),
+                    },
+                }
+            }
+        }
+    }
+    let (host, port) = &broker.advertised;
+    let response = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.config.node_id))
+            .with_host(str_bytes(host))
+            .with_port(*port)])
+        .with_cluster_id(Some(str_bytes(&broker.topics.cluster_id().to_string())))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics);
+    Reply::Now(ResponseKind::Metadata(response))
+}
+
+pub async fn describe_cluster(broker: &Arc<Broker>, _version: i16, req: DescribeClusterRequest) -> Reply {
+    let (host, port) = &broker.advertised;
+    let mut response = DescribeClusterResponse::default()
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_id(str_bytes(&broker.topics.cluster_id().to_string()))
+        .with_controller_id(BrokerId(broker.config.node_id));
+    // endpoint_type 1 = brokers; 2 = controllers (KIP-919), which we do not run separately.
+    if req.endpoint_type == 2 {
+        response = response
+            .with_error_code(ErrorCode::UNSUPPORTED_ENDPOINT_TYPE.code())
+            .with_error_message(Some(str_bytes("strand runs no separate controller endpoints")));
+    } else {
+        response = response.with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.config.node_id))
+            .with_host(str_bytes(host))
+            .with_port(*port)]);
+    }
+    Reply::Now(ResponseKind::DescribeCluster(response))
+}

@@ -1,0 +1,404 @@
+//! The topic registry: which topics exist, their ids, configs and partitions, stored durably.
+//!
+//! The metadata file `strand.meta` in the data directory is the source of truth: postcard bytes
+//! followed by their CRC-32C, replaced atomically (`.swap` + rename + directory sync). A topic
+//! exists once the file naming it is durable; partition directories not named by the file are
+//! leftovers of an interrupted create or delete and are removed at start.
+//!
+//! Admin operations (create, delete, alter, add partitions) are serialised by one async lock;
+//! lookups take a short std lock that is never held across an await.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{validate_topic_name, TopicConfig};
+use crate::limits::TOPIC_PARTITIONS_MAX;
+use crate::partition::Partition;
+use crate::protocol::errors::ErrorCode;
+use crate::runtime::disk::{read_whole, write_atomic};
+use crate::runtime::{rng, Runtime};
+
+const META_FILE: &str = "strand.meta";
+const META_VERSION: u32 = 1;
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    /// Only the keys the user set (DescribeConfigs reports the rest as defaults).
+    pub overrides: BTreeMap<String, String>,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: [u8; 16],
+    partitions: i32,
+    overrides: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MetaFile {
+    version: u32,
+    cluster_id: [u8; 16],
+    topics: Vec<TopicRecord>,
+}
+
+/// An admin failure: a Kafka error code and a message for the client.
+#[derive(Debug, Clone)]
+pub struct AdminError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> AdminError {
+        AdminError { code, message: message.into() }
+    }
+}
+
+pub struct TopicRegistry {
+    rt: Runtime,
+    data_dir: PathBuf,
+    defaults: TopicConfig,
+    cluster_id: Uuid,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    admin: tokio::sync::Mutex<()>,
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// Whether a directory name looks like one of ours (`{topic}-{partition}`).
+fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, p) = name.rsplit_once('-')?;
+    let p: i32 = p.parse().ok()?;
+    validate_topic_name(topic).ok()?;
+    Some((topic, p))
+}
+
+impl TopicRegistry {
+    /// Load the metadata file (or start a new cluster), open every partition, remove leftovers.
+    pub async fn open(rt: Runtime, data_dir: PathBuf, defaults: TopicConfig) -> anyhow::Result<TopicRegistry> {
+        rt.disk
+            .create_dir_all(&data_dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
+        let meta_path = data_dir.join(META_FILE);
+        let meta = match read_whole(rt.disk.as_ref(), &meta_path).await? {
+            Some(bytes) => decode_meta(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?,
+            None => MetaFile { version: META_VERSION, cluster_id: *rng::random_uuid().as_bytes(), topics: Vec::new() },
+        };
+        let registry = TopicRegistry {
+            rt: rt.clone(),
+            data_dir: data_dir.clone(),
+            defaults,
+            cluster_id: Uuid::from_bytes(meta.cluster_id),
+            topics: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        };
+        let mut opened = BTreeMap::new();
+        for t in &meta.topics {
+            let overrides: BTreeMap<String, String> = t.overrides.iter().cloned().collect();
+            let config = registry.config_with(&overrides).map_err(|e| anyhow::anyhow!("topic {}: {}", t.name, e.message))?;
+            let mut partitions = Vec::new();
+            for p in 0..t.partitions {
+                let dir = partition_dir(&data_dir, &t.name, p);
+                let partition = Partition::open(rt.clone(), dir.clone(), config.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
+                partitions.push(partition);
+            }
+            let topic = Topic { name: t.name.clone(), id: Uuid::from_bytes(t.id), overrides, config, partitions };
+            opened.insert(t.name.clone(), Arc::new(topic));
+        }
+        // Remove partition directories no topic owns (an interrupted create or delete).
+        for name in rt.disk.list(&data_dir).await? {
+            if let Some((topic, p)) = parse_partition_dir(&name) {
+                let owned = opened.get(topic).is_some_and(|t| p >= 0 && (p as usize) < t.partitions.len());
+                if !owned {
+                    tracing::warn!(dir = %name, "removing partition directory that no topic owns");
+                    rt.disk.remove_dir_all(&data_dir.join(&name)).await?;
+                }
+            }
+        }
+        *registry.topics.write().expect("topics lock") = opened;
+        registry.persist().await?;
+        Ok(registry)
+    }
+
+    pub fn cluster_id(&self) -> Uuid {
+        self.cluster_id
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().expect("topics lock").get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().expect("topics lock").values().find(|t| t.id == id).cloned()
+    }
+
+    /// Every topic, ordered by name.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().expect("topics lock").values().cloned().collect()
+    }
+
+    fn config_with(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, AdminError> {
+        let mut c = self.defaults.clone();
+        for (k, v) in overrides {
+            c.set(k, v).map_err(|e| AdminError::new(ErrorCode::INVALID_CONFIG, e.0))?;
+        }
+        Ok(c)
+    }
+
+    /// Check a create without doing it: name, collisions, partition count, configs.
+    pub fn validate_create(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, AdminError> {
+        validate_topic_name(name).map_err(|m| AdminError::new(ErrorCode::INVALID_TOPIC_EXCEPTION, m))?;
+        if self.get(name).is_some() {
+            return Err(AdminError::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("Topic '{name}' already exists.")));
+        }
+        // Kafka: '.' and '_' collide in metric names.
+        let canon = name.replace('.', "_");
+        if let Some(other) = self.all().iter().find(|t| t.name.replace('.', "_") == canon) {
+            return Err(AdminError::new(
+                ErrorCode::INVALID_TOPIC_EXCEPTION,
+                format!("Topic '{name}' collides with existing topic: {}", other.name),
+            ));
+        }
+        if partitions < 1 || partitions > TOPIC_PARTITIONS_MAX {
+            return Err(AdminError::new(
+                ErrorCode::INVALID_PARTITIONS,
+                format!("Number of partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}."),
+            ));
+        }
+        self.config_with(overrides)
+    }
+
+    /// Create a topic: open its partitions, then make the metadata durable.
+    pub async fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, AdminError> {
+        let _admin = self.admin.lock().await;
+        let config = self.validate_create(name, partitions, &overrides)?;
+        let mut opened = Vec::new();
+        for p in 0..partitions {
+            let dir = partition_dir(&self.data_dir, name, p);
+            match Partition::open(self.rt.clone(), dir, config.clone()).await {
+                Ok(partition) => opened.push(partition),
+                Err(e) => {
+                    for partition in &opened {
+                        let _ = partition.close().await;
+                    }
+                    return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")));
+                }
+            }
+        }
+        let topic = Arc::new(Topic { name: name.to_string(), id: rng::random_uuid(), overrides, config, partitions: opened });
+        self.topics.write().expect("topics lock").insert(name.to_string(), topic.clone());
+        if let Err(e) = self.persist().await {
+            self.topics.write().expect("topics lock").remove(name);
+            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
+        }
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Delete a topic: make its absence durable, then remove its data.
+    pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, AdminError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topics.write().expect("topics lock").remove(name).ok_or_else(|| {
+            AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
+        })?;
+        if let Err(e) = self.persist().await {
+            self.topics.write().expect("topics lock").insert(name.to_string(), topic);
+            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
+        }
+        for (p, partition) in topic.partitions.iter().enumerate() {
+            let _ = partition.close().await;
+            let dir = partition_dir(&self.data_dir, name, p as i32);
+            if let Err(e) = self.rt.disk.remove_dir_all(&dir).await {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition; it is removed at next start");
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic)
+    }
+
+    /// Grow a topic to `count` partitions.
+    pub async fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), AdminError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.get(name).ok_or_else(|| {
+            AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
+        })?;
+        let current = topic.partitions.len() as i32;
+        if count == current {
+            return Err(AdminError::new(ErrorCode::INVALID_PARTITIONS, format!("Topic already has {current} partitions.")));
+        }
+        if count < current {
+            return Err(AdminError::new(
+                ErrorCode::INVALID_PARTITIONS,
+                format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+            ));
+        }
+        if count > TOPIC_PARTITIONS_MAX {
+            return Err(AdminError::new(
+                ErrorCode::INVALID_PARTITIONS,
+                format!("Number of partitions must be at most {TOPIC_PARTITIONS_MAX}, got {count}."),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut partitions = topic.partitions.clone();
+        for p in current..count {
+            let dir = partition_dir(&self.data_dir, name, p);
+            let partition = Partition::open(self.rt.clone(), dir, topic.config.clone())
+                .await
+                .map_err(|e| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")))?;
+            partitions.push(partition);
+        }
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            overrides: topic.overrides.clone(),
+            config: topic.config.clone(),
+            partitions,
+        });
+        self.topics.write().expect("topics lock").insert(name.to_string(), grown);
+        if let Err(e) = self.persist().await {
+            self.topics.write().expect("topics lock").insert(name.to_string(), topic);
+            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Replace a topic's overrides (already validated by the caller via `config_for`).
+    pub async fn alter_configs(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<(), AdminError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.get(name).ok_or_else(|| {
+            AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
+        })?;
+        let config = self.config_with(&overrides)?;
+        let altered = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            overrides,
+            config: config.clone(),
+            partitions: topic.partitions.clone(),
+        });
+        self.topics.write().expect("topics lock").insert(name.to_string(), altered);
+        if let Err(e) = self.persist().await {
+            self.topics.write().expect("topics lock").insert(name.to_string(), topic);
+            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
+        }
+        for partition in &topic.partitions {
+            partition.set_config(config.clone()).await;
+        }
+        Ok(())
+    }
+
+    /// The config a topic would have with these overrides.
+    pub fn config_for(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, AdminError> {
+        self.config_with(overrides)
+    }
+
+    /// The broker-wide topic defaults.
+    pub fn defaults(&self) -> &TopicConfig {
+        &self.defaults
+    }
+
+    async fn persist(&self) -> anyhow::Result<()> {
+        let meta = MetaFile {
+            version: META_VERSION,
+            cluster_id: *self.cluster_id.as_bytes(),
+            topics: self
+                .all()
+                .iter()
+                .map(|t| TopicRecord {
+                    name: t.name.clone(),
+                    id: *t.id.as_bytes(),
+                    partitions: t.partitions.len() as i32,
+                    overrides: t.overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })
+                .collect(),
+        };
+        let mut bytes = postcard::to_allocvec(&meta)?;
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        write_atomic(self.rt.disk.as_ref(), &self.data_dir.join(META_FILE), Bytes::from(bytes)).await?;
+        Ok(())
+    }
+
+    /// Close every partition (sync and checkpoint).
+    pub async fn close_all(&self) {
+        for topic in self.all() {
+            for partition in &topic.partitions {
+                if let Err(e) = partition.close().await {
+                    tracing::error!(topic = %topic.name, error = %e, "closing partition failed");
+                }
+            }
+        }
+    }
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<MetaFile, String> {
+    if bytes.len() < 4 {
+        return Err("metadata file is truncated".into());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
+    if crc32c::crc32c(body) != stored {
+        return Err("metadata file fails its CRC-32C check".into());
+    }
+    let meta: MetaFile = postcard::from_bytes(body).map_err(|e| format!("metadata file does not decode: {e}"))?;
+    if meta.version != META_VERSION {
+        return Err(format!("metadata version {} is not supported (expected {META_VERSION})", meta.version));
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dir_names() {
+        assert_eq!(parse_partition_dir("orders-3"), Some(("orders", 3)));
+        assert_eq!(parse_partition_dir("my-topic-12"), Some(("my-topic", 12)));
+        assert_eq!(parse_partition_dir("strand.meta"), None);
+        assert_eq!(parse_partition_dir("x-y"), None);
+    }
+
+    #[test]
+    fn meta_crc_detects_corruption() {
+        let meta = MetaFile { version: META_VERSION, cluster_id: [7; 16], topics: vec![] };
+        let mut bytes = postcard::to_allocvec(&meta).unwrap();
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        assert!(decode_meta(&bytes).is_ok());
+        bytes[0] ^= 1;
+        assert!(decode_meta(&bytes).unwrap_err().contains("CRC"));
+    }
+}
