@@ -23,6 +23,9 @@ use super::dispatch::{self, Reply};
 use super::Broker;
 use crate::limits::{CONNECTION_IN_FLIGHT_BYTES_MAX, CONNECTION_IN_FLIGHT_REQUESTS_MAX, REQUEST_FRAME_BYTES_MAX};
 
+/// First allocation for a request body; it grows to the declared size as bytes arrive.
+const BODY_INITIAL_CAPACITY_BYTES: usize = 64 * 1024;
+
 /// A request whose response is yet to be written.
 struct Pending {
     api_key: ApiKey,
@@ -57,11 +60,19 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut
             Ok(p) => p,
             Err(_) => break,
         };
-        let mut body = BytesMut::zeroed(size);
-        if reader.read_exact(&mut body).await.is_err() {
+        // Grow the buffer as bytes arrive: a client that declares a large frame and then
+        // sends little holds little memory.
+        let mut body = Vec::with_capacity(size.min(BODY_INITIAL_CAPACITY_BYTES));
+        let mut limited = (&mut reader).take(size as u64);
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            r = limited.read_to_end(&mut body) => r,
+        };
+        if !matches!(read, Ok(n) if n == size) {
             break;
         }
-        let mut body = body.freeze();
+        let mut body = Bytes::from(body);
         let (api_key, api_version, correlation_id, reply) = match decode_and_handle(&broker, &mut body, peer).await {
             Some(x) => x,
             None => break,
