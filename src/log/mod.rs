@@ -12,14 +12,22 @@
 //! Invariants: `log_start_offset <= durable_offset <= log_end_offset`; segment base offsets
 //! strictly increase; batches within the log have dense increasing offsets.
 //!
-//! PLACEHOLDER: the API below is the contract; implementation lands with the log work.
+//! Files in a partition directory:
+//! - `{base_offset:020}.log`, `.index`, `.timeindex`: segments (see `segment.rs`);
+//! - `recovery-checkpoint`: the offset below which every byte was synced when it was written;
+//!   recovery scans only the segments that may hold data at or past it;
+//! - `log-start-offset`: the log start offset, so retention never moves it backwards.
+//! Both checkpoints are 8 bytes (i64 BE) plus a CRC-32C (u32 BE), replaced atomically.
 
-use std::path::PathBuf;
+mod segment;
 
-use bytes::Bytes;
+use std::path::{Path, PathBuf};
 
-use crate::config::TopicConfig;
-use crate::protocol::batch::BatchError;
+use bytes::{Bytes, BytesMut};
+
+use crate::config::{TimestampType, TopicConfig};
+use crate::protocol::batch::{self, split_batches, validate_record_set, BatchError};
+use segment::Segment;
 use crate::runtime::{DiskFile, Runtime};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,63 +76,484 @@ pub struct SyncPoint {
     pub upto: i64,
 }
 
+const RECOVERY_CHECKPOINT: &str = "recovery-checkpoint";
+const LOG_START_CHECKPOINT: &str = "log-start-offset";
+/// Largest read issued at once when skipping from an index entry to the wanted batch.
+const READ_SLACK_BYTES: usize = 64 * 1024;
+
 pub struct PartitionLog {
-    _private: (),
+    rt: Runtime,
+    dir: PathBuf,
+    config: TopicConfig,
+    /// Ordered by base offset; never empty (the last one is the active segment).
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    durable_offset: i64,
+    /// Set after a failed sync or an unrecoverable write error: appends are refused.
+    failed: Option<String>,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+async fn read_checkpoint(rt: &Runtime, path: &Path) -> Result<Option<i64>> {
+    match crate::runtime::disk::read_whole(rt.disk.as_ref(), path).await.map_err(io_err(path))? {
+        None => Ok(None),
+        Some(b) if b.len() == 12 && crc32c::crc32c(&b[..8]) == u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")) => {
+            Ok(Some(i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))))
+        }
+        Some(_) => {
+            tracing::warn!(path = %path.display(), "checkpoint is corrupt; ignoring it");
+            Ok(None)
+        }
+    }
+}
+
+async fn write_checkpoint(rt: &Runtime, path: &Path, value: i64) -> Result<()> {
+    let mut b = Vec::with_capacity(12);
+    b.extend_from_slice(&value.to_be_bytes());
+    b.extend_from_slice(&crc32c::crc32c(&value.to_be_bytes()).to_be_bytes());
+    crate::runtime::disk::write_atomic(rt.disk.as_ref(), path, Bytes::from(b)).await.map_err(io_err(path))
 }
 
 impl PartitionLog {
-    /// Open (or create) the log in `dir`, recovering as needed.
-    pub async fn open(_rt: Runtime, _dir: PathBuf, _config: TopicConfig) -> Result<PartitionLog> {
-        todo!("log implementation")
+    /// Open (or create) the log in `dir`, recovering as needed: segments that may hold data at
+    /// or past the recovery checkpoint are scanned batch by batch (CRC, magic, dense offsets);
+    /// the first bad batch and everything after it is cut off.
+    pub async fn open(rt: Runtime, dir: PathBuf, config: TopicConfig) -> Result<PartitionLog> {
+        let d = dir.clone();
+        rt.disk.create_dir_all(&dir).await.map_err(io_err(&d))?;
+        let names = rt.disk.list(&dir).await.map_err(io_err(&d))?;
+        let mut bases: Vec<i64> = Vec::new();
+        for name in &names {
+            if name.ends_with(".swap") {
+                rt.disk.remove(&dir.join(name)).await.map_err(io_err(&d))?;
+            } else if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        bases.sort_unstable();
+        let recovery_point = read_checkpoint(&rt, &dir.join(RECOVERY_CHECKPOINT)).await?.unwrap_or(0);
+        let start_checkpoint = read_checkpoint(&rt, &dir.join(LOG_START_CHECKPOINT)).await?;
+        let interval = config.index_interval_bytes.max(0) as u64;
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut cut_rest = false;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = segment::log_path(&dir, base);
+            if cut_rest {
+                tracing::warn!(path = %path.display(), "removing segment after a corrupt tail");
+                for p in [path.clone(), segment::index_path(&dir, base), segment::time_index_path(&dir, base)] {
+                    let _ = rt.disk.remove(&p).await;
+                }
+                continue;
+            }
+            let file = rt.disk.open(&path, false).await.map_err(io_err(&path))?;
+            let next_base = bases.get(i + 1).copied();
+            let trusted = next_base.is_some_and(|next| next <= recovery_point);
+            if trusted {
+                let mut seg = Segment::new(base, file.clone());
+                seg.size_bytes = file.len().await.map_err(io_err(&path))?;
+                seg.next_offset = next_base.expect("trusted segments have a successor");
+                if seg.load_indexes(&rt, &dir).await {
+                    segments.push(seg);
+                    continue;
+                }
+                tracing::info!(path = %path.display(), "index missing or inconsistent; rebuilding by scan");
+            }
+            let (seg, problem) = segment::scan(&rt, base, file.clone(), interval).await?;
+            if let Some(problem) = problem {
+                tracing::warn!(path = %path.display(), %problem, valid_bytes = seg.size_bytes, "truncating torn or corrupt tail");
+                let cut = truncate_point(seg.size_bytes);
+                file.set_len(cut).await.map_err(io_err(&path))?;
+                file.sync_data().await.map_err(io_err(&path))?;
+                cut_rest = true;
+            } else if let Some(next) = next_base {
+                if seg.next_offset != next {
+                    return Err(Error::Corrupt {
+                        path,
+                        detail: format!("segment ends at offset {} but the next segment starts at {next}", seg.next_offset),
+                    });
+                }
+            }
+            segments.push(seg);
+        }
+        if cut_rest {
+            rt.disk.sync_dir(&dir).await.map_err(io_err(&d))?;
+        }
+        if segments.is_empty() {
+            let base = start_checkpoint.unwrap_or(0).max(0);
+            let path = segment::log_path(&dir, base);
+            let file = rt.disk.open(&path, true).await.map_err(io_err(&path))?;
+            rt.disk.sync_dir(&dir).await.map_err(io_err(&d))?;
+            if let Some(parent) = dir.parent() {
+                rt.disk.sync_dir(parent).await.map_err(io_err(parent))?;
+            }
+            segments.push(Segment::new(base, file));
+        }
+        let log_end_offset = segments.last().expect("non-empty").next_offset;
+        let first_base = segments[0].base_offset;
+        let log_start_offset = start_checkpoint.unwrap_or(first_base).max(first_base).min(log_end_offset);
+        let log = PartitionLog { rt, dir, config, segments, log_start_offset, durable_offset: log_end_offset, failed: None };
+        log.check_invariants();
+        Ok(log)
     }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log always has an active segment")
+    }
+
+    fn check_invariants(&self) {
+        assert!(self.log_start_offset <= self.durable_offset, "log start {} > durable {}", self.log_start_offset, self.durable_offset);
+        assert!(self.durable_offset <= self.log_end_offset(), "durable {} > log end {}", self.durable_offset, self.log_end_offset());
+        for w in self.segments.windows(2) {
+            assert!(w[0].base_offset < w[1].base_offset, "segment bases increase");
+            assert_eq!(w[0].next_offset, w[1].base_offset, "segments are contiguous");
+        }
+    }
+
     /// Validate and append one or more record batches (as a producer sent them), assigning
     /// offsets. The data is written but not yet durable.
-    pub async fn append(&mut self, _records: Bytes, _now_ms: i64) -> Result<AppendInfo> {
-        todo!("log implementation")
+    pub async fn append(&mut self, records: Bytes, now_ms: i64) -> Result<AppendInfo> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::Failed { dir: self.dir.clone(), reason: reason.clone() });
+        }
+        let max_bytes = self.config.max_message_bytes.max(0) as usize;
+        let batches = validate_record_set(&records)?;
+        if let Some(b) = batches.iter().find(|b| b.size_bytes() > max_bytes) {
+            return Err(Error::MessageTooLarge { size_bytes: b.size_bytes(), max_bytes });
+        }
+        let sizes: Vec<usize> = batches.iter().map(|b| b.size_bytes()).collect();
+        drop(batches);
+        // Assign offsets in place: base_offset is outside the CRC. LogAppendTime rewrites the
+        // timestamp type and max_timestamp and recomputes the CRC; records are untouched.
+        let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let mut buf = BytesMut::from(&records[..]);
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        let mut pos = 0;
+        for size in &sizes {
+            let b = &mut buf[pos..pos + size];
+            batch::set_base_offset(b, next);
+            batch::set_partition_leader_epoch(b, 0);
+            if log_append_time {
+                batch::set_log_append_time(b, now_ms);
+            }
+            let last_offset_delta = i32::from_be_bytes(b[batch::LAST_OFFSET_DELTA_AT..batch::LAST_OFFSET_DELTA_AT + 4].try_into().expect("4 bytes"));
+            next += i64::from(last_offset_delta) + 1;
+            pos += size;
+        }
+        let data = buf.freeze();
+        self.maybe_roll(data.len() as u64, now_ms).await?;
+        let position = self.active().size_bytes;
+        let file = self.active().file.clone();
+        if let Err(e) = file.write_at(position, data.clone()).await {
+            // Cut off whatever part of the write landed, so the file stays a sequence of whole
+            // batches; if even that fails, the log cannot be trusted until recovery.
+            if let Err(e2) = file.set_len(position).await {
+                self.failed = Some(format!("write failed ({e}) and could not be undone ({e2})"));
+            }
+            return Err(Error::Io { path: file.path().to_path_buf(), source: e });
+        }
+        let interval = self.config.index_interval_bytes.max(0) as u64;
+        let (written, _) = split_batches(&data).expect("validated above");
+        let seg = self.active_mut();
+        seg.first_append_wall_ms.get_or_insert(now_ms);
+        let mut p = position;
+        for b in &written {
+            seg.note_batch(b, p, interval);
+            p += b.size_bytes() as u64;
+        }
+        assert_eq!(self.log_end_offset(), next, "log end offset advanced by the appended records");
+        self.check_invariants();
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_start_offset: self.log_start_offset,
+        })
     }
+
+    /// Roll to a new segment if appending `incoming_bytes` would overfill the active one, its
+    /// index is full, or it is older than `segment.ms`.
+    async fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<()> {
+        let seg = self.active();
+        if seg.is_empty() {
+            return Ok(());
+        }
+        let index_entries_max = (self.config.segment_index_bytes.max(8) as usize) / segment::OFFSET_INDEX_ENTRY_BYTES;
+        let too_big = seg.size_bytes + incoming_bytes > self.config.segment_bytes;
+        let index_full = seg.offset_index.len() >= index_entries_max;
+        let too_old = seg.first_append_wall_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms);
+        let offsets_full = seg.next_offset - seg.base_offset > i64::from(u32::MAX) / 2;
+        if too_big || index_full || too_old || offsets_full {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    /// Seal the active segment (sync it, write its indexes) and start a new one at the log end.
+    async fn roll(&mut self) -> Result<()> {
+        let dir = self.dir.clone();
+        let file = self.active().file.clone();
+        if let Err(e) = file.sync_data().await {
+            self.failed = Some(format!("sync while rolling failed: {e}"));
+            return Err(Error::Io { path: file.path().to_path_buf(), source: e });
+        }
+        self.active().write_indexes(&self.rt, &dir).await?;
+        let base = self.log_end_offset();
+        let path = segment::log_path(&dir, base);
+        let file = self.rt.disk.open(&path, true).await.map_err(io_err(&path))?;
+        self.rt.disk.sync_dir(&dir).await.map_err(io_err(&dir))?;
+        // Everything before the new segment is synced: it is durable and need not be scanned.
+        self.durable_offset = base;
+        self.segments.push(Segment::new(base, file));
+        write_checkpoint(&self.rt, &dir.join(RECOVERY_CHECKPOINT), base).await?;
+        tracing::debug!(dir = %dir.display(), base, "rolled segment");
+        Ok(())
+    }
+
     /// Files that need `sync_data` for everything appended so far to be durable.
     pub fn sync_point(&self) -> SyncPoint {
-        todo!("log implementation")
+        let upto = self.log_end_offset();
+        let files = if self.durable_offset < upto { vec![self.active().file.clone()] } else { Vec::new() };
+        SyncPoint { files, upto }
     }
+
     /// Record that a sync of `sync_point()` taken at `upto` succeeded.
-    pub fn mark_durable(&mut self, _upto: i64) {
-        todo!("log implementation")
+    pub fn mark_durable(&mut self, upto: i64) {
+        #[cfg(feature = "planted-bugs")]
+        let upto = if crate::runtime::planted("ack-before-fsync") { self.log_end_offset() } else { upto };
+        assert!(upto <= self.log_end_offset(), "durable {upto} beyond log end {}", self.log_end_offset());
+        if upto > self.durable_offset {
+            self.durable_offset = upto;
+        }
+        self.check_invariants();
     }
+
     /// Record that a sync failed: the log refuses appends until reopened.
-    pub fn mark_failed(&mut self, _reason: String) {
-        todo!("log implementation")
+    pub fn mark_failed(&mut self, reason: String) {
+        tracing::error!(dir = %self.dir.display(), %reason, "log failed; refusing appends until restart");
+        self.failed = Some(reason);
     }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     pub fn log_start_offset(&self) -> i64 {
-        todo!("log implementation")
+        self.log_start_offset
     }
+
     pub fn log_end_offset(&self) -> i64 {
-        todo!("log implementation")
+        self.active().next_offset
     }
+
     pub fn durable_offset(&self) -> i64 {
-        todo!("log implementation")
+        self.durable_offset
     }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size_bytes).sum()
+    }
+
     /// Read whole batches from `offset`, at most `max_bytes` (but at least one batch when one
-    /// exists, as KIP-74), never past `upto` (exclusive).
-    pub async fn read(&self, _offset: i64, _max_bytes: usize, _upto: i64) -> Result<ReadInfo> {
-        todo!("log implementation")
+    /// exists, as KIP-74), never past `upto` (exclusive). Every batch returned passes its CRC:
+    /// corruption on disk is an error, never served.
+    pub async fn read(&self, offset: i64, max_bytes: usize, upto: i64) -> Result<ReadInfo> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(Error::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
+        }
+        let mut out = BytesMut::new();
+        let mut first_batch_offset = None;
+        let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        'segments: for seg in &self.segments[first..] {
+            if seg.base_offset >= upto {
+                break;
+            }
+            let mut pos = if seg.base_offset <= offset { seg.lookup_position(offset) } else { 0 };
+            while pos < seg.size_bytes {
+                let budget = if out.is_empty() { max_bytes.max(1) } else { max_bytes.saturating_sub(out.len()) };
+                if budget == 0 {
+                    break 'segments;
+                }
+                let want = (seg.size_bytes - pos).min((budget + READ_SLACK_BYTES) as u64) as usize;
+                let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
+                let (mut batches, _) = split_batches(&buf).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
+                if batches.is_empty() {
+                    // One batch larger than the window: read it whole.
+                    if buf.len() < batch::LOG_OVERHEAD_BYTES {
+                        return Err(self.corrupt(seg, pos, "short read inside the segment".into()));
+                    }
+                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as usize;
+                    buf = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
+                    batches = split_batches(&buf).map_err(|e| self.corrupt(seg, pos, e.to_string()))?.0;
+                    if batches.is_empty() {
+                        return Err(self.corrupt(seg, pos, "batch extends past the segment end".into()));
+                    }
+                }
+                for b in &batches {
+                    let size = b.size_bytes();
+                    if b.next_offset() <= offset {
+                        pos += size as u64;
+                        continue;
+                    }
+                    if b.next_offset() > upto || (!out.is_empty() && out.len() + size > max_bytes) {
+                        break 'segments;
+                    }
+                    b.validate(pos as usize).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
+                    first_batch_offset.get_or_insert(b.base_offset());
+                    out.extend_from_slice(b.bytes());
+                    pos += size as u64;
+                }
+            }
+        }
+        Ok(ReadInfo { records: out.freeze(), first_batch_offset })
     }
-    /// The first offset whose batch max timestamp >= `timestamp_ms`, with that timestamp.
-    pub async fn offset_for_timestamp(&self, _timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
-        todo!("log implementation")
+
+    fn corrupt(&self, seg: &Segment, pos: u64, detail: String) -> Error {
+        Error::Corrupt { path: seg.file.path().to_path_buf(), detail: format!("at position {pos}: {detail}") }
     }
-    /// The (max timestamp, offset) of the record with the largest timestamp, if any.
+
+    /// The first batch (in offset order) whose max timestamp >= `timestamp_ms`: its base
+    /// offset (or the log start offset, if later) and that max timestamp. Kafka answers with
+    /// the first *record*; finding it would mean decompressing the batch, which strand never
+    /// does, so a consumer may see a few earlier records of that batch.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+        for seg in &self.segments {
+            if seg.max_timestamp < timestamp_ms || seg.next_offset <= self.log_start_offset {
+                continue;
+            }
+            let mut pos = seg.lookup_time_position(timestamp_ms);
+            while pos < seg.size_bytes {
+                let want = (seg.size_bytes - pos).min(READ_SLACK_BYTES as u64 * 4) as usize;
+                let buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
+                let (batches, covered) = split_batches(&buf).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
+                if batches.is_empty() {
+                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf.get(8..12).ok_or_else(|| self.corrupt(seg, pos, "short read".into()))?.try_into().expect("4 bytes")) as usize;
+                    let whole = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
+                    let (one, _) = split_batches(&whole).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
+                    let b = one.first().ok_or_else(|| self.corrupt(seg, pos, "batch extends past the segment end".into()))?;
+                    if b.max_timestamp() >= timestamp_ms && b.next_offset() > self.log_start_offset {
+                        return Ok(Some((b.base_offset().max(self.log_start_offset), b.max_timestamp())));
+                    }
+                    pos += b.size_bytes() as u64;
+                    continue;
+                }
+                for b in &batches {
+                    if b.max_timestamp() >= timestamp_ms && b.next_offset() > self.log_start_offset {
+                        return Ok(Some((b.base_offset().max(self.log_start_offset), b.max_timestamp())));
+                    }
+                }
+                pos += covered as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The (max timestamp, offset) of the batch with the largest timestamp, if any.
     pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        todo!("log implementation")
+        self.segments
+            .iter()
+            .filter(|s| s.max_timestamp >= 0 && s.max_timestamp_offset >= self.log_start_offset)
+            .max_by_key(|s| (s.max_timestamp, std::cmp::Reverse(s.max_timestamp_offset)))
+            .map(|s| (s.max_timestamp, s.max_timestamp_offset))
     }
-    /// Apply retention and age-based roll. Returns the number of segments deleted.
-    pub async fn maintain(&mut self, _now_ms: i64) -> Result<usize> {
-        todo!("log implementation")
+
+    /// Apply retention (whole segments only) and age-based roll; write the recovery checkpoint.
+    /// Returns the number of segments deleted.
+    pub async fn maintain(&mut self, now_ms: i64) -> Result<usize> {
+        if self.failed.is_some() {
+            return Ok(0);
+        }
+        let active = self.active();
+        if !active.is_empty() && active.first_append_wall_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms) {
+            self.roll().await?;
+        }
+        // Time: a segment whose newest record is older than retention.ms. The active segment is
+        // rolled first when it alone is past retention, as Kafka does.
+        let retention_ms = self.config.retention_ms;
+        if retention_ms >= 0 {
+            let active = self.active();
+            if !active.is_empty() && active.max_timestamp >= 0 && now_ms - active.max_timestamp > retention_ms && self.durable_offset == self.log_end_offset() {
+                self.roll().await?;
+            }
+        }
+        let mut deletable = 0;
+        let mut size = self.size_bytes();
+        let retention_bytes = self.config.retention_bytes;
+        for seg in &self.segments[..self.segments.len() - 1] {
+            let expired = retention_ms >= 0 && now_ms - seg.max_timestamp.max(-1) > retention_ms;
+            // Kafka deletes the oldest segment while what remains would still be >= the limit.
+            let oversize = retention_bytes >= 0 && size - seg.size_bytes >= retention_bytes as u64;
+            if !(expired || oversize) || seg.next_offset > self.durable_offset {
+                break;
+            }
+            size -= seg.size_bytes;
+            deletable += 1;
+        }
+        if deletable > 0 {
+            let new_start = self.segments[deletable].base_offset;
+            // Persist the new start first: a crash then leaves extra files, never a start that
+            // moved back.
+            write_checkpoint(&self.rt, &self.dir.join(LOG_START_CHECKPOINT), new_start).await?;
+            self.log_start_offset = self.log_start_offset.max(new_start);
+            let removed: Vec<Segment> = self.segments.drain(..deletable).collect();
+            for seg in &removed {
+                for p in [segment::log_path(&self.dir, seg.base_offset), segment::index_path(&self.dir, seg.base_offset), segment::time_index_path(&self.dir, seg.base_offset)] {
+                    match self.rt.disk.remove(&p).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::Io { path: p, source: e }),
+                    }
+                }
+            }
+            self.rt.disk.sync_dir(&self.dir).await.map_err(io_err(&self.dir))?;
+        }
+        write_checkpoint(&self.rt, &self.dir.join(RECOVERY_CHECKPOINT), self.durable_offset).await?;
+        self.check_invariants();
+        Ok(deletable)
     }
-    pub fn set_config(&mut self, _config: TopicConfig) {
-        todo!("log implementation")
+
+    pub fn set_config(&mut self, config: TopicConfig) {
+        self.config = config;
     }
-    /// Sync and write the recovery checkpoint / clean-shutdown marker.
-    pub async fn close(self) -> Result<()> {
-        todo!("log implementation")
+
+    /// Sync, write the active segment's indexes and the recovery checkpoint.
+    pub async fn close(mut self) -> Result<()> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let file = self.active().file.clone();
+        file.sync_data().await.map_err(io_err(file.path()))?;
+        let upto = self.log_end_offset();
+        self.mark_durable(upto);
+        self.active().write_indexes(&self.rt, &self.dir).await?;
+        write_checkpoint(&self.rt, &self.dir.join(RECOVERY_CHECKPOINT), self.durable_offset).await?;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
+
+/// Where to cut a segment whose first bad batch starts at `valid_bytes`.
+fn truncate_point(valid_bytes: u64) -> u64 {
+    #[cfg(feature = "planted-bugs")]
+    if crate::runtime::planted("torn-tail-off-by-one") {
+        return valid_bytes + 1;
+    }
+    valid_bytes
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,15 +3,21 @@
 //! Single-node for now (replication comes with a later issue): the high watermark is the
 //! durable offset, so consumers never see a record that a crash could take back.
 //!
-//! PLACEHOLDER: the API below is the contract; implementation lands with the log work.
+//! Group commit: appends write under the log lock and return; the flusher task takes the files
+//! with unsynced writes, syncs them *without* the lock (appends continue meanwhile), then
+//! publishes the new durable offset on a watch channel. Every append that arrived during one
+//! sync is covered by the next. A failed sync marks the log failed: waiters get an error and
+//! later appends are refused until restart (the sync is never retried as if it had worked).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::{watch, Mutex, Notify};
 
 use crate::config::TopicConfig;
-use crate::log::{AppendInfo, ReadInfo, Result};
+use crate::log::{AppendInfo, Error, PartitionLog, ReadInfo, Result};
 use crate::runtime::Runtime;
 
 /// How long a produce waits for durability.
@@ -24,54 +30,206 @@ pub enum Acks {
 }
 
 pub struct Partition {
-    _private: (),
+    rt: Runtime,
+    dir: PathBuf,
+    /// `None` once closed.
+    log: Mutex<Option<PartitionLog>>,
+    high_watermark: watch::Sender<i64>,
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    /// Set (with the reason) when the log failed.
+    failed: std::sync::Mutex<Option<String>>,
+    flush_wanted: Notify,
+    flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Partition {
     /// Open the log and start its flusher task.
-    pub async fn open(_rt: Runtime, _dir: PathBuf, _config: TopicConfig) -> Result<Arc<Partition>> {
-        todo!("partition implementation")
+    pub async fn open(rt: Runtime, dir: PathBuf, config: TopicConfig) -> Result<Arc<Partition>> {
+        let log = PartitionLog::open(rt.clone(), dir.clone(), config).await?;
+        let (high_watermark, _) = watch::channel(log.durable_offset());
+        let partition = Arc::new(Partition {
+            rt,
+            dir,
+            log_start_offset: AtomicI64::new(log.log_start_offset()),
+            log_end_offset: AtomicI64::new(log.log_end_offset()),
+            log: Mutex::new(Some(log)),
+            high_watermark,
+            failed: std::sync::Mutex::new(None),
+            flush_wanted: Notify::new(),
+            flusher: std::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(flush_loop(partition.clone()));
+        *partition.flusher.lock().expect("flusher lock") = Some(task);
+        Ok(partition)
     }
-    /// Append; with `Acks::Durable` returns only after the data is durable (group commit: many
-    /// concurrent appends share one fdatasync).
-    pub async fn append(&self, _records: Bytes, _acks: Acks) -> Result<AppendInfo> {
-        todo!("partition implementation")
+
+    fn closed_error(&self) -> Error {
+        Error::Failed { dir: self.dir.clone(), reason: "partition is closed".into() }
     }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.lock().expect("failed lock").clone()
+    }
+
+    /// Append. With `Acks::Durable` returns only after the data is durable (group commit: many
+    /// concurrent appends share one fdatasync). With `Acks::None`, call `wait_durable` later
+    /// if needed.
+    pub async fn append(&self, records: Bytes, acks: Acks) -> Result<AppendInfo> {
+        let info = {
+            let mut guard = self.log.lock().await;
+            let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
+            let result = log.append(records, self.rt.clock.wall_ms()).await;
+            self.log_end_offset.store(log.log_end_offset(), Ordering::SeqCst);
+            if let Some(reason) = log.failure() {
+                *self.failed.lock().expect("failed lock") = Some(reason.to_string());
+            }
+            result?
+        };
+        self.flush_wanted.notify_one();
+        if acks == Acks::Durable {
+            self.wait_durable(info.last_offset + 1).await?;
+        }
+        Ok(info)
+    }
+
     /// Wait until everything below `upto` is durable, or the log failed.
-    pub async fn wait_durable(&self, _upto: i64) -> Result<()> {
-        todo!("partition implementation")
+    pub async fn wait_durable(&self, upto: i64) -> Result<()> {
+        let mut rx = self.high_watermark.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= upto {
+                return Ok(());
+            }
+            if let Some(reason) = self.failure() {
+                return Err(Error::Failed { dir: self.dir.clone(), reason });
+            }
+            if rx.changed().await.is_err() {
+                return Err(self.closed_error());
+            }
+        }
     }
+
     /// Read committed data (below the high watermark).
-    pub async fn read(&self, _offset: i64, _max_bytes: usize) -> Result<ReadInfo> {
-        todo!("partition implementation")
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo> {
+        let guard = self.log.lock().await;
+        let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
+        log.read(offset, max_bytes, self.high_watermark()).await
     }
+
     pub fn high_watermark(&self) -> i64 {
-        todo!("partition implementation")
+        *self.high_watermark.borrow()
     }
+
     pub fn log_start_offset(&self) -> i64 {
-        todo!("partition implementation")
+        self.log_start_offset.load(Ordering::SeqCst)
     }
+
     pub fn log_end_offset(&self) -> i64 {
-        todo!("partition implementation")
+        self.log_end_offset.load(Ordering::SeqCst)
     }
-    /// Resolves when the high watermark moves past `offset` (for fetch long-poll).
-    pub fn watch_high_watermark(&self) -> tokio::sync::watch::Receiver<i64> {
-        todo!("partition implementation")
+
+    /// Changes whenever the high watermark moves (for fetch long-poll).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
     }
-    pub async fn offset_for_timestamp(&self, _timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
-        todo!("partition implementation")
+
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+        let guard = self.log.lock().await;
+        let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
+        log.offset_for_timestamp(timestamp_ms).await
     }
+
     pub async fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        todo!("partition implementation")
+        self.log.lock().await.as_ref().and_then(|log| log.max_timestamp_and_offset())
     }
-    pub async fn set_config(&self, _config: TopicConfig) {
-        todo!("partition implementation")
+
+    pub async fn set_config(&self, config: TopicConfig) {
+        if let Some(log) = self.log.lock().await.as_mut() {
+            log.set_config(config);
+        }
     }
+
+    /// Retention and age-based roll.
     pub async fn maintain(&self) -> Result<usize> {
-        todo!("partition implementation")
+        let mut guard = self.log.lock().await;
+        let Some(log) = guard.as_mut() else { return Ok(0) };
+        let deleted = log.maintain(self.rt.clock.wall_ms()).await?;
+        self.log_start_offset.store(log.log_start_offset(), Ordering::SeqCst);
+        self.publish(log);
+        Ok(deleted)
     }
-    /// Stop the flusher, sync, write the checkpoint.
+
+    fn publish(&self, log: &PartitionLog) {
+        let durable = log.durable_offset();
+        self.high_watermark.send_if_modified(|hw| {
+            assert!(durable >= *hw, "high watermark moved back from {hw} to {durable}");
+            let changed = durable != *hw;
+            *hw = durable;
+            changed
+        });
+    }
+
+    /// Stop the flusher, sync, write the checkpoint. Idempotent.
     pub async fn close(&self) -> Result<()> {
-        todo!("partition implementation")
+        let task = self.flusher.lock().expect("flusher lock").take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        let log = self.log.lock().await.take();
+        let Some(log) = log else { return Ok(()) };
+        let log_end_offset = log.log_end_offset();
+        let failed = log.failure().is_some();
+        log.close().await?;
+        if !failed {
+            // Everything is synced now: release anyone still waiting.
+            self.high_watermark.send_if_modified(|hw| {
+                let changed = log_end_offset > *hw;
+                *hw = (*hw).max(log_end_offset);
+                changed
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The group-commit loop; `close()` ends it.
+async fn flush_loop(p: Arc<Partition>) {
+    loop {
+        // Notify keeps one permit, so an append between two syncs is never missed.
+        let wanted = p.flush_wanted.notified();
+        let point = {
+            let guard = p.log.lock().await;
+            match guard.as_ref() {
+                Some(log) if log.failure().is_none() => log.sync_point(),
+                _ => return,
+            }
+        };
+        if point.files.is_empty() {
+            wanted.await;
+            continue;
+        }
+        let mut error = None;
+        for file in &point.files {
+            if let Err(e) = file.sync_data().await {
+                error = Some(format!("fdatasync of {} failed: {e}", file.path().display()));
+                break;
+            }
+        }
+        let mut guard = p.log.lock().await;
+        let Some(log) = guard.as_mut() else { return };
+        match error {
+            None => {
+                log.mark_durable(point.upto);
+                p.publish(log);
+            }
+            Some(reason) => {
+                log.mark_failed(reason.clone());
+                *p.failed.lock().expect("failed lock") = Some(reason);
+                // Wake every waiter so it sees the failure.
+                p.high_watermark.send_modify(|_| {});
+                return;
+            }
+        }
     }
 }

@@ -41,6 +41,7 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The supported (key, min, max) list, for ApiVersions and tools.
@@ -93,6 +94,7 @@ pub async fn handle(
         RequestKind::DescribeConfigs(r) => handlers::configs::describe(broker, api_version, r).await,
         RequestKind::IncrementalAlterConfigs(r) => handlers::configs::incremental_alter(broker, api_version, r).await,
         RequestKind::DescribeCluster(r) => handlers::metadata::describe_cluster(broker, api_version, r).await,
+        RequestKind::InitProducerId(r) => handlers::producer_id::init_producer_id(broker, api_version, r).await,
         _ => Reply::Malformed(format!("{api_key:?} is not supported")),
     }
 }

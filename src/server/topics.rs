@@ -54,7 +54,12 @@ struct MetaFile {
     version: u32,
     cluster_id: [u8; 16],
     topics: Vec<TopicRecord>,
+    /// Producer ids below this may have been handed out; a restart continues from here.
+    producer_id_block_end: i64,
 }
+
+/// Producer ids are reserved durably in blocks of this many.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// An admin failure: a Kafka error code and a message for the client.
 #[derive(Debug, Clone)]
@@ -76,6 +81,8 @@ pub struct TopicRegistry {
     cluster_id: Uuid,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: tokio::sync::Mutex<()>,
+    /// (next producer id to hand out, end of the durably reserved block).
+    producer_ids: std::sync::Mutex<(i64, i64)>,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -100,7 +107,12 @@ impl TopicRegistry {
         let meta_path = data_dir.join(META_FILE);
         let meta = match read_whole(rt.disk.as_ref(), &meta_path).await? {
             Some(bytes) => decode_meta(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?,
-            None => MetaFile { version: META_VERSION, cluster_id: *rng::random_uuid().as_bytes(), topics: Vec::new() },
+            None => MetaFile {
+                version: META_VERSION,
+                cluster_id: *rng::random_uuid().as_bytes(),
+                topics: Vec::new(),
+                producer_id_block_end: 0,
+            },
         };
         let registry = TopicRegistry {
             rt: rt.clone(),
@@ -109,6 +121,8 @@ impl TopicRegistry {
             cluster_id: Uuid::from_bytes(meta.cluster_id),
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            // Never reuse an id that may have been handed out before the restart.
+            producer_ids: std::sync::Mutex::new((meta.producer_id_block_end, meta.producer_id_block_end)),
         };
         let mut opened = BTreeMap::new();
         for t in &meta.topics {
@@ -324,6 +338,36 @@ impl TopicRegistry {
         self.config_with(overrides)
     }
 
+    /// A producer id never handed out before (InitProducerId). Reserves a new block durably
+    /// when the current one is used up.
+    pub async fn allocate_producer_id(&self) -> anyhow::Result<i64> {
+        {
+            let mut ids = self.producer_ids.lock().expect("producer id lock");
+            if ids.0 < ids.1 {
+                ids.0 += 1;
+                return Ok(ids.0 - 1);
+            }
+        }
+        let _admin = self.admin.lock().await;
+        let previous = {
+            let mut ids = self.producer_ids.lock().expect("producer id lock");
+            if ids.0 < ids.1 {
+                ids.0 += 1;
+                return Ok(ids.0 - 1);
+            }
+            let previous = *ids;
+            ids.1 += PRODUCER_ID_BLOCK;
+            previous
+        };
+        if let Err(e) = self.persist().await {
+            *self.producer_ids.lock().expect("producer id lock") = previous;
+            return Err(e);
+        }
+        let mut ids = self.producer_ids.lock().expect("producer id lock");
+        ids.0 += 1;
+        Ok(ids.0 - 1)
+    }
+
     /// The broker-wide topic defaults.
     pub fn defaults(&self) -> &TopicConfig {
         &self.defaults
@@ -343,6 +387,7 @@ impl TopicRegistry {
                     overrides: t.overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 })
                 .collect(),
+            producer_id_block_end: self.producer_ids.lock().expect("producer id lock").1,
         };
         let mut bytes = postcard::to_allocvec(&meta)?;
         let crc = crc32c::crc32c(&bytes);
@@ -393,7 +438,7 @@ mod tests {
 
     #[test]
     fn meta_crc_detects_corruption() {
-        let meta = MetaFile { version: META_VERSION, cluster_id: [7; 16], topics: vec![] };
+        let meta = MetaFile { version: META_VERSION, cluster_id: [7; 16], topics: vec![], producer_id_block_end: 0 };
         let mut bytes = postcard::to_allocvec(&meta).unwrap();
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_be_bytes());

@@ -21,7 +21,7 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
-pub async fn handle(broker: &Arc<Broker>, _version: i16, req: ListOffsetsRequest) -> Reply {
+pub async fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> Reply {
     let partition_count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
     if partition_count > REQUEST_PARTITIONS_MAX {
         return Reply::Malformed(format!("list offsets names {partition_count} partitions"));
@@ -36,7 +36,11 @@ pub async fn handle(broker: &Arc<Broker>, _version: i16, req: ListOffsetsRequest
             let response = match partition {
                 None => base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()),
                 Some(partition) => match lookup(partition, p.timestamp).await {
-                    Ok((offset, timestamp)) => base.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(0),
+                    Ok((offset, timestamp)) => {
+                        let r = base.with_offset(offset).with_timestamp(timestamp);
+                        // leader_epoch exists from v4; the encoder rejects it earlier.
+                        if version >= 4 { r.with_leader_epoch(0) } else { r }
+                    }
                     Err(code) => base.with_error_code(code.code()),
                 },
             };

@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer_id;
 
 use std::sync::Arc;
 

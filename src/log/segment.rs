@@ -1,0 +1,267 @@
+//! One segment: `{base_offset:020}.log` plus its sparse offset and time indexes.
+//!
+//! The indexes live in memory. They are written to `.index` / `.timeindex` when the segment is
+//! sealed (rolled) or the log is closed, and rebuilt by scanning the `.log` file whenever they
+//! are missing or fail their sanity checks, so a stale index can never misdirect a read.
+//!
+//! Index file formats (Kafka's): `.index` entries are (relative offset u32 BE, position u32 BE);
+//! `.timeindex` entries are (timestamp i64 BE, relative offset u32 BE). A time index entry
+//! (ts, o) says: the largest timestamp among records up to offset `o` is `ts`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{Error, Result};
+use crate::protocol::batch::{split_batches, BatchView};
+use crate::runtime::{DiskFile, Runtime};
+
+pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
+pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+
+pub fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.log"))
+}
+pub fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.index"))
+}
+pub fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.timeindex"))
+}
+
+pub struct Segment {
+    pub base_offset: i64,
+    pub file: Arc<dyn DiskFile>,
+    /// Bytes of whole batches in the file.
+    pub size_bytes: u64,
+    /// The offset after the last batch.
+    pub next_offset: i64,
+    /// (offset relative to base, position): the first batch at or after every
+    /// `index_interval_bytes` of data.
+    pub offset_index: Vec<(u32, u32)>,
+    /// (max timestamp so far, absolute offset of that batch's last record), timestamps increasing.
+    pub time_index: Vec<(i64, i64)>,
+    pub bytes_since_index_entry: u64,
+    /// Largest batch max_timestamp in the segment (-1 if none).
+    pub max_timestamp: i64,
+    /// Last offset of the batch holding `max_timestamp`.
+    pub max_timestamp_offset: i64,
+    /// Wall time of the first append to this segment, for `segment.ms`.
+    pub first_append_wall_ms: Option<i64>,
+}
+
+impl Segment {
+    pub fn new(base_offset: i64, file: Arc<dyn DiskFile>) -> Segment {
+        Segment {
+            base_offset,
+            file,
+            size_bytes: 0,
+            next_offset: base_offset,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index_entry: 0,
+            max_timestamp: -1,
+            max_timestamp_offset: -1,
+            first_append_wall_ms: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    /// Account for a batch just written at `position`. Keeps the in-memory indexes.
+    pub fn note_batch(&mut self, batch: &BatchView<'_>, position: u64, index_interval_bytes: u64) {
+        assert_eq!(batch.base_offset(), self.next_offset, "batches in a segment are dense");
+        assert_eq!(position, self.size_bytes, "batches are appended at the end");
+        let relative = u32::try_from(batch.base_offset() - self.base_offset).expect("segment spans < 2^32 offsets");
+        let pos = u32::try_from(position).expect("segment size < 4 GiB");
+        if self.bytes_since_index_entry >= index_interval_bytes && position > 0 {
+            self.offset_index.push((relative, pos));
+            self.bytes_since_index_entry = 0;
+        }
+        let size = batch.size_bytes() as u64;
+        self.bytes_since_index_entry += size;
+        self.size_bytes += size;
+        self.next_offset = batch.next_offset();
+        let ts = batch.max_timestamp();
+        if ts > self.max_timestamp {
+            self.max_timestamp = ts;
+            self.max_timestamp_offset = batch.last_offset();
+            self.time_index.push((ts, batch.last_offset()));
+        }
+    }
+
+    /// The position to start reading for `offset`: the last index entry at or before it.
+    pub fn lookup_position(&self, offset: i64) -> u64 {
+        let relative = offset - self.base_offset;
+        let i = self.offset_index.partition_point(|(rel, _)| i64::from(*rel) <= relative);
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.offset_index[i - 1].1)
+        }
+    }
+
+    /// The position to start scanning for the first batch with max_timestamp >= `ts`.
+    pub fn lookup_time_position(&self, ts: i64) -> u64 {
+        // Entries with timestamp < ts cover offsets that cannot match; start after the last one.
+        let i = self.time_index.partition_point(|(t, _)| *t < ts);
+        if i == 0 {
+            return 0;
+        }
+        self.lookup_position(self.time_index[i - 1].1 + 1)
+    }
+
+    pub fn offset_index_bytes(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.offset_index.len() * OFFSET_INDEX_ENTRY_BYTES);
+        for (rel, pos) in &self.offset_index {
+            b.put_u32(*rel);
+            b.put_u32(*pos);
+        }
+        b.freeze()
+    }
+
+    pub fn time_index_bytes(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.time_index.len() * TIME_INDEX_ENTRY_BYTES);
+        for (ts, offset) in &self.time_index {
+            b.put_i64(*ts);
+            b.put_u32(u32::try_from(offset - self.base_offset).expect("segment spans < 2^32 offsets"));
+        }
+        b.freeze()
+    }
+
+    /// Write both index files and sync them (they are rebuilt if this is interrupted).
+    pub async fn write_indexes(&self, rt: &Runtime, dir: &Path) -> Result<()> {
+        for (path, bytes) in [
+            (index_path(dir, self.base_offset), self.offset_index_bytes()),
+            (time_index_path(dir, self.base_offset), self.time_index_bytes()),
+        ] {
+            let io = |source| Error::Io { path: path.clone(), source };
+            let f = rt.disk.open(&path, true).await.map_err(io)?;
+            f.set_len(0).await.map_err(io)?;
+            f.write_at(0, bytes).await.map_err(io)?;
+            f.sync_data().await.map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Load index files for a sealed segment whose extent is known, checking that they agree
+    /// with it. Returns false (leaving the indexes empty) if anything is off.
+    pub async fn load_indexes(&mut self, rt: &Runtime, dir: &Path) -> bool {
+        let offsets = crate::runtime::disk::read_whole(rt.disk.as_ref(), &index_path(dir, self.base_offset)).await;
+        let times = crate::runtime::disk::read_whole(rt.disk.as_ref(), &time_index_path(dir, self.base_offset)).await;
+        let (Ok(Some(offsets)), Ok(Some(times))) = (offsets, times) else { return false };
+        if offsets.len() % OFFSET_INDEX_ENTRY_BYTES != 0 || times.len() % TIME_INDEX_ENTRY_BYTES != 0 {
+            return false;
+        }
+        let mut offset_index = Vec::with_capacity(offsets.len() / OFFSET_INDEX_ENTRY_BYTES);
+        for c in offsets.chunks_exact(OFFSET_INDEX_ENTRY_BYTES) {
+            let rel = u32::from_be_bytes(c[0..4].try_into().expect("4 bytes"));
+            let pos = u32::from_be_bytes(c[4..8].try_into().expect("4 bytes"));
+            let increasing = offset_index.last().is_none_or(|(r, p)| rel > *r && pos > *p);
+            let inside = i64::from(rel) < self.next_offset - self.base_offset && u64::from(pos) < self.size_bytes;
+            if !increasing || !inside || pos == 0 {
+                return false;
+            }
+            offset_index.push((rel, pos));
+        }
+        let mut time_index = Vec::with_capacity(times.len() / TIME_INDEX_ENTRY_BYTES);
+        for c in times.chunks_exact(TIME_INDEX_ENTRY_BYTES) {
+            let ts = i64::from_be_bytes(c[0..8].try_into().expect("8 bytes"));
+            let rel = u32::from_be_bytes(c[8..12].try_into().expect("4 bytes"));
+            let offset = self.base_offset + i64::from(rel);
+            let increasing = time_index.last().is_none_or(|(t, o)| ts > *t && offset > *o);
+            if !increasing || offset >= self.next_offset {
+                return false;
+            }
+            time_index.push((ts, offset));
+        }
+        if let Some((ts, offset)) = time_index.last() {
+            self.max_timestamp = *ts;
+            self.max_timestamp_offset = *offset;
+        }
+        self.offset_index = offset_index;
+        self.time_index = time_index;
+        true
+    }
+}
+
+/// Validate every batch of a segment file from the start and rebuild the segment's state.
+/// Stops at the first torn, corrupt or out-of-sequence batch and returns the valid length, so
+/// the caller can cut the tail. Reads in bounded chunks.
+pub async fn scan(
+    rt: &Runtime,
+    base_offset: i64,
+    file: Arc<dyn DiskFile>,
+    index_interval_bytes: u64,
+) -> Result<(Segment, Option<String>)> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let path = file.path().to_path_buf();
+    let io = |source| Error::Io { path: path.clone(), source };
+    let len = file.len().await.map_err(io)?;
+    let mut seg = Segment::new(base_offset, file.clone());
+    let mut pos = 0u64;
+    let mut problem = None;
+    let _ = rt;
+    'outer: while pos < len {
+        let want = (len - pos).min(CHUNK_BYTES as u64) as usize;
+        let mut buf = file.read_at(pos, want).await.map_err(io)?;
+        let (batches, covered) = match split_batches(&buf) {
+            Ok(x) => x,
+            Err(e) => {
+                // A bad length field: nothing from here on can be trusted.
+                problem = Some(format!("at position {pos}: {e}"));
+                break;
+            }
+        };
+        if batches.is_empty() {
+            // Either a batch larger than the chunk, or a torn tail.
+            if buf.len() >= crate::protocol::batch::LOG_OVERHEAD_BYTES {
+                let total = crate::protocol::batch::LOG_OVERHEAD_BYTES as u64
+                    + u64::from(u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")));
+                if pos + total <= len && total as usize > buf.len() {
+                    buf = file.read_at(pos, total as usize).await.map_err(io)?;
+                    let (batches, _) = split_batches(&buf).unwrap_or_default();
+                    if let Some(b) = batches.first() {
+                        if let Err(p) = check(b, &seg, pos) {
+                            problem = Some(p);
+                            break 'outer;
+                        }
+                        seg.note_batch(b, pos, index_interval_bytes);
+                        pos += b.size_bytes() as u64;
+                        continue;
+                    }
+                }
+            }
+            problem = Some(format!("at position {pos}: torn batch ({} bytes left)", len - pos));
+            break;
+        }
+        for b in &batches {
+            if let Err(p) = check(b, &seg, pos) {
+                problem = Some(p);
+                break 'outer;
+            }
+            seg.note_batch(b, pos, index_interval_bytes);
+            pos += b.size_bytes() as u64;
+        }
+        let _ = covered;
+    }
+    Ok((seg, problem))
+}
+
+/// A stored batch must be valid and continue the segment's offsets exactly.
+fn check(b: &BatchView<'_>, seg: &Segment, pos: u64) -> std::result::Result<(), String> {
+    #[cfg(feature = "planted-bugs")]
+    let skip_crc = crate::runtime::planted("skip-recovery-crc");
+    #[cfg(not(feature = "planted-bugs"))]
+    let skip_crc = false;
+    if !skip_crc {
+        b.validate(pos as usize).map_err(|e| format!("at position {pos}: {e}"))?;
+    }
+    if b.base_offset() != seg.next_offset {
+        return Err(format!("at position {pos}: batch base offset {} where {} was expected", b.base_offset(), seg.next_offset));
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Unit tests of the log on real files (a fresh temp directory per test).
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::protocol::batch::{build_simple_batch, split_batches};
+use crate::runtime::Runtime;
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let n = std::sync::atomic::AtomicU64::new(0);
+        let _ = n;
+        let dir = std::env::temp_dir().join(format!("strand-log-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn small_config() -> TopicConfig {
+    let mut c = TopicConfig::default();
+    c.set("segment.bytes", "1024").unwrap();
+    c.set("index.interval.bytes", "128").unwrap();
+    c
+}
+
+fn batch(values: &[&str], ts: i64) -> Bytes {
+    let v: Vec<&[u8]> = values.iter().map(|s| s.as_bytes()).collect();
+    build_simple_batch(0, ts, &v)
+}
+
+/// All (offset, value) pairs readable from `from`, one batch at a time.
+async fn read_all(log: &PartitionLog, from: i64) -> Vec<(i64, String)> {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let r = log.read(offset, 1, log.durable_offset()).await.unwrap();
+        if r.records.is_empty() {
+            return out;
+        }
+        let mut buf = r.records.clone();
+        let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+        for rec in set.records {
+            if rec.offset >= offset {
+                out.push((rec.offset, String::from_utf8(rec.value.unwrap().to_vec()).unwrap()));
+            }
+        }
+        let (batches, _) = split_batches(&r.records).unwrap();
+        offset = batches.last().unwrap().next_offset();
+    }
+}
+
+async fn sync_all(log: &mut PartitionLog) {
+    let point = log.sync_point();
+    for f in &point.files {
+        f.sync_data().await.unwrap();
+    }
+    log.mark_durable(point.upto);
+}
+
+#[tokio::test]
+async fn append_read_across_segments_and_reopen() {
+    let dir = TempDir::new("segments");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        let values = [format!("value-{i}-a"), format!("value-{i}-b")];
+        let info = log.append(batch(&[&values[0], &values[1]], 1000 + i), 5000).await.unwrap();
+        assert_eq!(info.base_offset, 2 * i);
+        assert_eq!(info.last_offset, 2 * i + 1);
+        expected.push((2 * i, values[0].clone()));
+        expected.push((2 * i + 1, values[1].clone()));
+    }
+    assert!(log.segments.len() > 3, "small segment.bytes rolls: {} segments", log.segments.len());
+    // Not durable yet: nothing readable below the durable offset.
+    assert_eq!(log.durable_offset(), log.segments.last().unwrap().base_offset);
+    sync_all(&mut log).await;
+    assert_eq!(log.durable_offset(), 120);
+    assert_eq!(read_all(&log, 0).await, expected);
+    // Reads from the middle of a batch start at that batch; every offset is reachable.
+    for start in [0, 1, 37, 64, 119] {
+        let got = read_all(&log, start).await;
+        assert_eq!(got, expected[start as usize..].to_vec(), "from {start}");
+    }
+    // max_bytes bounds the response but one batch always comes back.
+    let r = log.read(0, 10, 120).await.unwrap();
+    assert_eq!(split_batches(&r.records).unwrap().0.len(), 1);
+    let r = log.read(0, 100_000, 120).await.unwrap();
+    assert_eq!(split_batches(&r.records).unwrap().0.len(), 60);
+    // Out of range.
+    assert!(matches!(log.read(121, 100, 120).await, Err(Error::OffsetOutOfRange { .. })));
+    assert!(log.read(120, 100, 120).await.unwrap().records.is_empty());
+    log.close().await.unwrap();
+    let log = PartitionLog::open(rt, dir.0.clone(), small_config()).await.unwrap();
+    assert_eq!(log.log_end_offset(), 120);
+    assert_eq!(read_all(&log, 0).await, expected);
+}
+
+#[tokio::test]
+async fn truncated_tail_is_cut_at_the_last_whole_batch() {
+    let dir = TempDir::new("torn");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    for i in 0..5 {
+        log.append(batch(&[&format!("v{i}")], 1), 1).await.unwrap();
+    }
+    sync_all(&mut log).await;
+    drop(log); // a crash: no close
+    let seg = dir.0.join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 3).unwrap();
+    let log = PartitionLog::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+    let got: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(got, vec!["v0", "v1", "v2", "v3"]);
+}
+
+#[tokio::test]
+async fn flipped_bit_in_last_batch_is_detected_and_cut() {
+    let dir = TempDir::new("bitflip");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    for i in 0..5 {
+        log.append(batch(&[&format!("v{i}")], 1), 1).await.unwrap();
+    }
+    sync_all(&mut log).await;
+    drop(log);
+    let seg = dir.0.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut log = PartitionLog::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+    // The log keeps working after the cut.
+    let info = log.append(batch(&["after"], 1), 1).await.unwrap();
+    assert_eq!(info.base_offset, 4);
+    sync_all(&mut log).await;
+    assert_eq!(read_all(&log, 3).await, vec![(3, "v3".to_string()), (4, "after".to_string())]);
+}
+
+#[tokio::test]
+async fn corruption_is_never_served() {
+    let dir = TempDir::new("served");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    log.append(batch(&["good"], 1), 1).await.unwrap();
+    sync_all(&mut log).await;
+    let seg = dir.0.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(log.read(0, 1000, 1).await, Err(Error::Corrupt { .. })));
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_and_changes_nothing() {
+    let dir = TempDir::new("badinput");
+    let rt = Runtime::real();
+    let mut config = TopicConfig::default();
+    config.set("max.message.bytes", "200").unwrap();
+    let mut log = PartitionLog::open(rt, dir.0.clone(), config).await.unwrap();
+    let big = "x".repeat(500);
+    assert!(matches!(log.append(batch(&[&big], 1), 1).await, Err(Error::MessageTooLarge { .. })));
+    let mut corrupt = batch(&["v"], 1).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert!(matches!(log.append(Bytes::from(corrupt), 1).await, Err(Error::Batch(BatchError::BadCrc { .. }))));
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.append(batch(&["ok"], 1), 1).await.unwrap().base_offset, 0);
+}
+
+#[tokio::test]
+async fn log_append_time_is_stamped() {
+    let dir = TempDir::new("lat");
+    let mut config = TopicConfig::default();
+    config.set("message.timestamp.type", "LogAppendTime").unwrap();
+    let mut log = PartitionLog::open(Runtime::real(), dir.0.clone(), config).await.unwrap();
+    let info = log.append(batch(&["a", "b"], 5), 777_000).await.unwrap();
+    assert_eq!(info.log_append_time_ms, 777_000);
+    sync_all(&mut log).await;
+    let r = log.read(0, 1000, 2).await.unwrap();
+    let (b, _) = split_batches(&r.records).unwrap();
+    assert!(b[0].is_log_append_time());
+    assert_eq!(b[0].max_timestamp(), 777_000);
+    b[0].validate(0).unwrap();
+}
+
+#[tokio::test]
+async fn timestamps_and_retention() {
+    let dir = TempDir::new("retention");
+    let rt = Runtime::real();
+    let mut config = small_config();
+    config.set("retention.ms", "10000").unwrap();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), config.clone()).await.unwrap();
+    for i in 0..40i64 {
+        log.append(batch(&[&format!("value-{i:04}-{}", "p".repeat(40))], 1_000 + i * 100), 50_000).await.unwrap();
+    }
+    sync_all(&mut log).await;
+    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 1_000)));
+    assert_eq!(log.offset_for_timestamp(2_050).await.unwrap(), Some((11, 2_100)));
+    assert_eq!(log.offset_for_timestamp(1_000_000).await.unwrap(), None);
+    assert_eq!(log.max_timestamp_and_offset(), Some((4_900, 39)));
+    let segments_before = log.segments.len();
+    // Records with timestamps up to 2_500 are older than retention at now = 12_550.
+    let deleted = log.maintain(12_550).await.unwrap();
+    assert!(deleted > 0 && deleted < segments_before, "deleted {deleted} of {segments_before}");
+    let start = log.log_start_offset();
+    assert!(start > 0 && start <= 16, "start {start}");
+    assert!(matches!(log.read(0, 100, 40).await, Err(Error::OffsetOutOfRange { .. })));
+    assert_eq!(read_all(&log, start).await.len() as i64, 40 - start);
+    // The log start offset survives a restart.
+    drop(log);
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), config.clone()).await.unwrap();
+    assert_eq!(log.log_start_offset(), start);
+    // Retention by bytes keeps at least retention.bytes.
+    let mut by_size = config.clone();
+    by_size.set("retention.ms", "-1").unwrap();
+    by_size.set("retention.bytes", "2048").unwrap();
+    log.set_config(by_size);
+    log.maintain(12_550).await.unwrap();
+    let size = log.size_bytes();
+    assert!(size >= 2048 && size < 2048 + 1024 + 200, "size {size}");
+    // Everything past retention: the active segment rolls and the old ones go.
+    let mut all_old = config.clone();
+    all_old.set("retention.ms", "1").unwrap();
+    log.set_config(all_old);
+    log.maintain(1_000_000).await.unwrap();
+    assert_eq!(log.log_start_offset(), 40);
+    assert_eq!(log.log_end_offset(), 40);
+    assert!(log.read(40, 100, 40).await.unwrap().records.is_empty());
+}
+
+#[tokio::test]
+async fn missing_or_bad_indexes_are_rebuilt() {
+    let dir = TempDir::new("indexes");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    for i in 0..40 {
+        log.append(batch(&[&format!("value-{i}-{}", "q".repeat(30))], 1), 1).await.unwrap();
+    }
+    log.close().await.unwrap();
+    // Break one sealed segment's index and delete another's.
+    let mut names: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    let indexes: Vec<_> = names.iter().filter(|n| n.ends_with(".index")).cloned().collect();
+    assert!(indexes.len() >= 3);
+    std::fs::write(dir.0.join(&indexes[0]), [0u8; 16]).unwrap();
+    std::fs::remove_file(dir.0.join(&indexes[1])).unwrap();
+    let log = PartitionLog::open(rt, dir.0.clone(), small_config()).await.unwrap();
+    let got = read_all(&log, 0).await;
+    assert_eq!(got.len(), 40);
+    for (i, (offset, value)) in got.iter().enumerate() {
+        assert_eq!(*offset, i as i64);
+        assert!(value.starts_with(&format!("value-{i}-")));
+    }
+}
+
+#[tokio::test]
+async fn partition_group_commit_many_appenders() {
+    use crate::partition::{Acks, Partition};
+    let dir = TempDir::new("groupcommit");
+    let p = Partition::open(Runtime::real(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..25 {
+                let info = p.append(batch(&[&format!("t{t}-{i}")], 1), Acks::Durable).await.unwrap();
+                // Acknowledged means durable means visible.
+                assert!(p.high_watermark() > info.last_offset);
+                offsets.push(info.base_offset);
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, (0..200).collect::<Vec<i64>>());
+    assert_eq!(p.high_watermark(), 200);
+    assert_eq!(p.log_end_offset(), 200);
+    p.close().await.unwrap();
+}
