@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# THE test command (README.md: "ci/run.sh"). CI runs it through .ci/run on a clean clone.
+#   1. install test tools (kcat, kafka-python)
+#   2. every unit, property and integration test: cargo test --workspace
+#   3. build the crate under the simulator (--cfg madsim, its own target dir)
+#   4. the simulator's sweep, regression seeds and determinism check, once sim/run exists
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strand/target}"
+SIM_TARGET_DIR="${STRAND_SIM_TARGET_DIR:-$HOME/.cache/strand/target-sim}"
+export CARGO_TERM_COLOR=never
+started=$(date +%s)
+
+echo "== setup"
+ci/setup.sh
+
+echo "== cargo test --workspace (target dir $CARGO_TARGET_DIR)"
+cargo test --workspace --locked 2>&1 | tee /tmp/strand-ci-test.log
+grep -q "test result:" /tmp/strand-ci-test.log || { echo "ci/run.sh: no tests ran"; exit 1; }
+
+echo "== simulator build: RUSTFLAGS=--cfg madsim (target dir $SIM_TARGET_DIR)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo build --workspace --lib --locked
+
+if [ -x sim/run ] && [ -f sim/src/main.rs ]; then
+  echo "== simulator: sweep, regressions, determinism"
+  sim/run ci
+fi
+
+echo "== ci/run.sh passed in $(( $(date +%s) - started )) s"

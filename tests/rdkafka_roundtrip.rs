@@ -1,0 +1,205 @@
+//! librdkafka (the rdkafka crate) against the real broker process over TCP.
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::Broker;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub fn producer(addr: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000")
+        .set("message.timeout.ms", "60000");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
+}
+
+pub fn consumer(addr: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "strand-it")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer")
+}
+
+fn admin(addr: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", addr).create().expect("admin")
+}
+
+async fn create_topic(addr: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let r = admin(addr).create_topics([&t], &AdminOptions::new()).await.expect("create_topics");
+    assert!(r[0].is_ok(), "create {name}: {:?}", r[0]);
+}
+
+/// A consumed record: (partition, offset, key, value, headers).
+pub type Consumed = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+/// Read `expected` records from the given partitions from offset 0 (bounded by `timeout`).
+pub fn consume_all(addr: &str, topic: &str, partitions: i32, expected: usize, timeout: Duration) -> Vec<Consumed> {
+    let c = consumer(addr);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(expected);
+    while out.len() < expected {
+        assert!(Instant::now() < deadline, "consumed {} of {expected} records before the deadline", out.len());
+        match c.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => panic!("consume error: {e}"),
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .unwrap_or_default();
+                out.push((m.partition(), m.offset(), m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), headers));
+            }
+        }
+    }
+    // Nothing beyond what was produced.
+    let extra = c.poll(Duration::from_millis(500));
+    assert!(extra.is_none(), "unexpected extra record: {:?}", extra.map(|m| m.map(|m| m.offset())));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_partitions_100k_keyed_records_with_headers() {
+    let broker = Broker::start("rdkafka-100k");
+    let addr = broker.addr();
+    create_topic(&addr, "orders", 3, &[]).await;
+    let p = producer(&addr, &[]);
+    const N: usize = 100_000;
+    let mut futures = Vec::with_capacity(N);
+    for i in 0..N {
+        let key = format!("key-{}", i % 997);
+        let value = format!("value-{i}");
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "seq", value: Some(&i.to_string()) })
+            .insert(Header { key: "origin", value: Some("rdkafka") });
+        let record = FutureRecord::to("orders").key(&key).payload(&value).headers(headers);
+        futures.push(p.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    let mut by_position: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        let d = f.await.expect("delivery future").unwrap_or_else(|(e, _)| panic!("record {i} failed: {e}"));
+        assert!(by_position.insert((d.partition, d.offset), i).is_none(), "two records acknowledged at one offset");
+    }
+    let records = consume_all(&addr, "orders", 3, N, Duration::from_secs(120));
+    let mut key_partition: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+    let mut next_offset = [0i64; 3];
+    for (partition, offset, key, value, headers) in &records {
+        // Dense, in order, per partition.
+        assert_eq!(*offset, next_offset[*partition as usize], "partition {partition}");
+        next_offset[*partition as usize] += 1;
+        let i = by_position[&(*partition, *offset)];
+        assert_eq!(key.as_deref(), Some(format!("key-{}", i % 997).as_bytes()));
+        assert_eq!(value.as_deref(), Some(format!("value-{i}").as_bytes()));
+        assert_eq!(headers, &vec![("seq".to_string(), i.to_string().into_bytes()), ("origin".to_string(), b"rdkafka".to_vec())]);
+        let k = key.clone().unwrap();
+        assert_eq!(*key_partition.entry(k).or_insert(*partition), *partition, "one key, one partition");
+    }
+    assert_eq!(next_offset.iter().sum::<i64>(), N as i64);
+    assert!(next_offset.iter().all(|n| *n > 0), "every partition got records: {next_offset:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_compression_codec_round_trips() {
+    let broker = Broker::start("rdkafka-codecs");
+    let addr = broker.addr();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        create_topic(&addr, &topic, 1, &[]).await;
+        let p = producer(&addr, &[("compression.type", codec)]);
+        let mut futures = Vec::new();
+        for i in 0..2000 {
+            let value = format!("{codec} record {i} {}", "z".repeat(i % 50));
+            futures.push(p.send_result(FutureRecord::<(), _>::to(&topic).payload(&value)).map_err(|(e, _)| e).unwrap());
+        }
+        for f in futures {
+            f.await.unwrap().unwrap_or_else(|(e, _)| panic!("{codec}: {e}"));
+        }
+        let records = consume_all(&addr, &topic, 1, 2000, Duration::from_secs(60));
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.1, i as i64);
+            assert_eq!(r.3.as_deref(), Some(format!("{codec} record {i} {}", "z".repeat(i % 50)).as_bytes()), "{codec}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_and_admin_errors() {
+    let broker = Broker::start("rdkafka-admin");
+    let addr = broker.addr();
+    create_topic(&addr, "meta", 4, &[]).await;
+    let c = consumer(&addr);
+    let md = c.fetch_metadata(Some("meta"), Duration::from_secs(10)).unwrap();
+    assert_eq!(md.brokers().len(), 1);
+    assert_eq!(md.brokers()[0].port() as u16, broker.port);
+    assert_eq!(md.brokers()[0].host(), "127.0.0.1");
+    let t = &md.topics()[0];
+    assert_eq!(t.name(), "meta");
+    assert!(t.error().is_none());
+    assert_eq!(t.partitions().len(), 4);
+    assert!(t.partitions().iter().all(|p| p.leader() == md.brokers()[0].id()));
+
+    let a = admin(&addr);
+    let opts = AdminOptions::new();
+    let again = a.create_topics([&NewTopic::new("meta", 1, TopicReplication::Fixed(1))], &opts).await.unwrap();
+    assert_eq!(again[0].as_ref().unwrap_err().1, RDKafkaErrorCode::TopicAlreadyExists);
+    let bad = a.create_topics([&NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))], &opts).await.unwrap();
+    assert_eq!(bad[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidTopic);
+    let rf = a.create_topics([&NewTopic::new("rf3", 1, TopicReplication::Fixed(3))], &opts).await.unwrap();
+    assert_eq!(rf[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidReplicationFactor);
+    let bad_config = a.create_topics([&NewTopic::new("cfg", 1, TopicReplication::Fixed(1)).set("retention.ms", "soon")], &opts).await.unwrap();
+    assert_eq!(bad_config[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidConfig);
+
+    let deleted = a.delete_topics(&["meta"], &opts).await.unwrap();
+    assert!(deleted[0].is_ok(), "{:?}", deleted[0]);
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    assert!(md.topics().iter().all(|t| t.name() != "meta"), "deleted topic still listed");
+    let gone = a.delete_topics(&["meta"], &opts).await.unwrap();
+    assert_eq!(gone[0].as_ref().unwrap_err().1, RDKafkaErrorCode::UnknownTopicOrPartition);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_too_large_is_rejected_and_the_topic_keeps_working() {
+    let broker = Broker::start("rdkafka-too-large");
+    let addr = broker.addr();
+    create_topic(&addr, "small", 1, &[("max.message.bytes", "10000")]).await;
+    let p = producer(&addr, &[("message.max.bytes", "100000"), ("compression.type", "none"), ("retries", "0")]);
+    let big = "b".repeat(20_000);
+    let r = p.send(FutureRecord::<(), _>::to("small").payload(&big), Duration::from_secs(30)).await;
+    match r {
+        Err((KafkaError::MessageProduction(code), _)) => assert_eq!(code, RDKafkaErrorCode::MessageSizeTooLarge),
+        other => panic!("expected MessageSizeTooLarge, got {other:?}"),
+    }
+    let ok = p.send(FutureRecord::<(), _>::to("small").payload("fits"), Duration::from_secs(30)).await;
+    let d = ok.unwrap_or_else(|(e, _)| panic!("{e}"));
+    assert_eq!(d.offset, 0, "the rejected batch took no offset");
+    let records = consume_all(&addr, "small", 1, 1, Duration::from_secs(30));
+    assert_eq!(records[0].3.as_deref(), Some(&b"fits"[..]));
+    p.flush(Duration::from_secs(5)).unwrap();
+}
