@@ -19,6 +19,15 @@ echo "== cargo test --workspace (target dir $CARGO_TARGET_DIR)"
 cargo test --workspace --locked 2>&1 | tee /tmp/strand-ci-test.log
 grep -q "test result:" /tmp/strand-ci-test.log || { echo "ci/run.sh: no tests ran"; exit 1; }
 
+echo "== planted bugs: the log property test must catch each one it can see"
+for bug in torn-tail-off-by-one skip-recovery-crc; do
+  if STRAND_PLANTED_BUGS=$bug cargo test -p strand-proptests --features planted-bugs --locked >/tmp/strand-ci-planted.log 2>&1; then
+    echo "ci/run.sh: planted bug '$bug' was NOT caught by proptests/tests/log_model.rs"; exit 1
+  fi
+  grep -q "minimal failing input" /tmp/strand-ci-planted.log || { echo "ci/run.sh: planted bug '$bug' run failed without a proptest failure:"; tail -20 /tmp/strand-ci-planted.log; exit 1; }
+  echo "planted bug '$bug': caught"
+done
+
 echo "== simulator build: RUSTFLAGS=--cfg madsim (target dir $SIM_TARGET_DIR)"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo build --workspace --lib --locked
 

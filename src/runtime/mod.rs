@@ -12,6 +12,8 @@
 
 pub mod clock;
 pub mod disk;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod real;
 pub mod rng;
 
@@ -19,6 +21,8 @@ use std::sync::Arc;
 
 pub use clock::Clock;
 pub use disk::{Disk, DiskFile, IoFuture};
+#[cfg(feature = "planted-bugs")]
+pub use planted::planted;
 
 /// The handles a node needs to touch the outside world. Cheap to clone.
 #[derive(Clone)]

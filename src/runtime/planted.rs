@@ -1,0 +1,44 @@
+//! Planted bugs: deliberate defects compiled in only with the test-only `planted-bugs` cargo
+//! feature and switched on by name at run time, to prove the property tests, the simulator and
+//! the Jepsen checks can see real bugs. Never in a release build.
+//!
+//! Names: `ack-before-fsync` (the flusher reports data durable before syncing it),
+//! `skip-recovery-crc` (recovery trusts batches without checking their CRC),
+//! `torn-tail-off-by-one` (recovery cuts a torn tail one byte too late).
+//!
+//! Switch on with `set_planted(&["name"])`, or the environment variable
+//! `STRAND_PLANTED_BUGS=name,name` read at first use.
+
+use std::sync::RwLock;
+
+pub const PLANTED_BUGS: &[&str] = &["ack-before-fsync", "skip-recovery-crc", "torn-tail-off-by-one"];
+
+static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);
+
+/// Switch on exactly these planted bugs (an empty list switches all off). Unknown names are an
+/// error naming the bad one.
+pub fn set_planted(names: &[&str]) -> Result<(), String> {
+    if let Some(bad) = names.iter().find(|n| !PLANTED_BUGS.contains(n)) {
+        return Err(format!("unknown planted bug '{bad}' (known: {})", PLANTED_BUGS.join(", ")));
+    }
+    *ACTIVE.write().expect("planted lock") = Some(names.iter().map(|s| s.to_string()).collect());
+    Ok(())
+}
+
+/// Whether the planted bug `name` is on.
+pub fn planted(name: &str) -> bool {
+    debug_assert!(PLANTED_BUGS.contains(&name), "unknown planted bug {name}");
+    if let Some(active) = ACTIVE.read().expect("planted lock").as_ref() {
+        return active.iter().any(|a| a == name);
+    }
+    let from_env: Vec<String> = std::env::var("STRAND_PLANTED_BUGS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let on = from_env.iter().any(|a| a == name);
+    *ACTIVE.write().expect("planted lock") = Some(from_env);
+    on
+}
