@@ -1,7 +1,101 @@
-//! `strand consume`. PLACEHOLDER: implemented with the client CLI work.
+//! `strand consume TOPIC`: print record values (optionally `KEY<sep>VALUE`), one per line.
+//! Starts at the latest offset, or the earliest with `--from-beginning`, or `--offset N`; stops
+//! after `--max` records or `--idle-timeout-ms` without a record.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::cli::ConsumeArgs;
+use crate::client::{error_name, Client};
+use crate::runtime::Runtime;
 
-pub fn run(_args: ConsumeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("'strand consume' is not implemented yet")
+pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
+    let runtime = crate::cli::tokio_runtime()?;
+    runtime.block_on(async move {
+        let mut client = Client::connect(&args.connect.bootstrap_server).await?;
+        let partitions = crate::cli::topic::partition_count(&mut client, &args.topic, false).await?;
+        let chosen: Vec<i32> = match args.partition {
+            Some(p) if p < 0 || p >= partitions => bail!("--partition {p}: topic '{}' has partitions 0..{}", args.topic, partitions - 1),
+            Some(p) => vec![p],
+            None => (0..partitions).collect(),
+        };
+        let bounds = crate::cli::topic::offsets(&mut client, &args.topic, partitions).await?;
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for p in &chosen {
+            let (earliest, latest) = bounds[*p as usize];
+            let start = match args.offset {
+                Some(o) if o < earliest || o > latest => bail!("--offset {o}: partition {p} holds offsets {earliest}..{latest}"),
+                Some(o) => o,
+                None if args.from_beginning => earliest,
+                None => latest,
+            };
+            next.insert(*p, start);
+        }
+        let clock = Runtime::real().clock;
+        let idle = args.idle_timeout_ms.map(Duration::from_millis);
+        let mut last_record = clock.monotonic();
+        let mut printed = 0u64;
+        let stdout = std::io::stdout();
+        let version = client.version_for::<FetchRequest>(12)?;
+        loop {
+            let request = FetchRequest::default()
+                .with_replica_id((-1).into())
+                .with_max_wait_ms(500)
+                .with_min_bytes(1)
+                .with_max_bytes(8 * 1024 * 1024)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(args.topic.clone())))
+                    .with_partitions(next.iter().map(|(p, o)| FetchPartition::default().with_partition(*p).with_fetch_offset(*o).with_partition_max_bytes(1024 * 1024)).collect())]);
+            let response = client.send_at(&request, version).await?;
+            if response.error_code != 0 {
+                bail!("fetch: {}", error_name(response.error_code));
+            }
+            let mut out = stdout.lock();
+            for t in &response.responses {
+                for p in &t.partitions {
+                    if p.error_code != 0 {
+                        bail!("{}-{}: fetch: {}", args.topic, p.partition_index, error_name(p.error_code));
+                    }
+                    let Some(mut records) = p.records.clone() else { continue };
+                    let sets = RecordBatchDecoder::decode_all(&mut records).map_err(|e| anyhow!("{}-{}: undecodable records: {e}", args.topic, p.partition_index))?;
+                    let position = next.get_mut(&p.partition_index).ok_or_else(|| anyhow!("fetch answered for unrequested partition {}", p.partition_index))?;
+                    for set in sets {
+                        for r in set.records {
+                            // Whole batches come back: skip what precedes our position.
+                            if r.offset < *position || r.control {
+                                continue;
+                            }
+                            *position = r.offset + 1;
+                            let value = r.value.as_deref().unwrap_or_default();
+                            match (&args.key_separator, &r.key) {
+                                (Some(sep), Some(k)) => { out.write_all(k)?; out.write_all(sep.as_bytes())?; }
+                                (Some(sep), None) => out.write_all(sep.as_bytes())?,
+                                _ => {}
+                            }
+                            out.write_all(value)?;
+                            out.write_all(b"\n")?;
+                            printed += 1;
+                            last_record = clock.monotonic();
+                            if args.max.is_some_and(|m| printed >= m) {
+                                out.flush()?;
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            out.flush()?;
+            if idle.is_some_and(|d| clock.monotonic() - last_record >= d) {
+                return Ok(());
+            }
+        }
+    })
 }

@@ -56,7 +56,7 @@ pub struct BrokerArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
     /// Broker address (host:port).
-    #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092", global = true)]
     pub bootstrap_server: String,
 }
 
