@@ -1,7 +1,304 @@
-//! `strand bench`. PLACEHOLDER: implemented with the client CLI work.
+//! `strand bench`: this machine's own limits first, then the broker measured against them,
+//! each figure printed as a ratio to its limit.
+//!
+//! 1. Disk: sequential 1 MiB writes, `fdatasync` after each, through the same `Disk` the broker
+//!    uses (MiB/s, and the per-fsync p50/p99).
+//! 2. Network: loopback TCP throughput between two tasks (MiB/s).
+//! 3. Broker (in process, fresh data dir, one partition): produce throughput with 1 KiB
+//!    records, acks=all, several pipelined connections; produce latency p50/p99/p999 paced at
+//!    half that throughput; consume throughput reading everything back.
+//!
+//! Targets (issue [broker]): produce >= 70 % of the fsync'd write limit; p99 at half load
+//! <= 4 x the fsync p99.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::cli::BenchArgs;
+use crate::client::{encode_request, Client};
+use crate::config::BrokerConfig;
+use crate::runtime::{Clock, Runtime};
 
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("'strand bench' is not implemented yet")
+const MIB: f64 = 1024.0 * 1024.0;
+const CONNECTIONS: usize = 4;
+const IN_FLIGHT_PER_CONNECTION: usize = 8;
+const BATCH_RECORDS: usize = 64;
+const TOPIC: &str = "bench";
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.record_bytes == 0 || args.produce_mib == 0 {
+        bail!("--record-bytes and --produce-mib must be positive");
+    }
+    let runtime = crate::cli::tokio_runtime()?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let rt = Runtime::real();
+    let nonce = crate::runtime::rng::random_u64();
+    let root = args.data_dir.join(format!("run-{nonce:016x}"));
+    rt.disk.create_dir_all(&root).await.with_context(|| format!("creating {}", root.display()))?;
+    let result = bench_in(&args, &rt, &root).await;
+    let _ = rt.disk.remove_dir_all(&root).await;
+    let _ = std::fs::remove_dir(&args.data_dir);
+    result
+}
+
+async fn bench_in(args: &BenchArgs, rt: &Runtime, root: &std::path::Path) -> anyhow::Result<()> {
+    let total_bytes = args.produce_mib * 1024 * 1024;
+    println!("strand bench: {} MiB, {} B records, data in {}", args.produce_mib, args.record_bytes, root.display());
+
+    // 1. Disk limit.
+    let (disk_mib_s, fsync_p50, fsync_p99) = disk_limit(rt, root, total_bytes).await?;
+    println!("disk   sequential write + fdatasync/1 MiB: {disk_mib_s:9.1} MiB/s   fsync p50 {:.2} ms  p99 {:.2} ms", ms(fsync_p50), ms(fsync_p99));
+    // 2. Network limit.
+    let tcp_mib_s = tcp_limit(rt.clock.as_ref()).await?;
+    println!("net    loopback TCP:                       {tcp_mib_s:9.1} MiB/s");
+
+    // 3. Broker.
+    let config = BrokerConfig {
+        listen: "127.0.0.1:0".parse().expect("static address"),
+        data_dir: root.join("broker"),
+        ..BrokerConfig::default()
+    };
+    let server = crate::server::start(rt.clone(), config).await?;
+    let addr = server.local_addr().to_string();
+    let outcome = broker_phase(args, rt, &addr, total_bytes, disk_mib_s, fsync_p99, tcp_mib_s).await;
+    server.shutdown().await?;
+    outcome
+}
+
+async fn disk_limit(rt: &Runtime, root: &std::path::Path, total_bytes: u64) -> anyhow::Result<(f64, Duration, Duration)> {
+    let path = root.join("disk-limit.bin");
+    let file = rt.disk.open(&path, true).await?;
+    let chunk = Bytes::from(vec![0xa5u8; 1024 * 1024]);
+    let mut fsyncs = Vec::new();
+    let start = rt.clock.monotonic();
+    let mut pos = 0u64;
+    while pos < total_bytes {
+        file.write_at(pos, chunk.clone()).await?;
+        let t = rt.clock.monotonic();
+        file.sync_data().await?;
+        fsyncs.push(rt.clock.monotonic() - t);
+        pos += chunk.len() as u64;
+    }
+    let elapsed = rt.clock.monotonic() - start;
+    drop(file);
+    rt.disk.remove(&path).await?;
+    fsyncs.sort();
+    Ok((pos as f64 / MIB / elapsed.as_secs_f64(), percentile(&fsyncs, 0.5), percentile(&fsyncs, 0.99)))
+}
+
+async fn tcp_limit(clock: &dyn Clock) -> anyhow::Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let r = s.read(&mut buf).await?;
+            if r == 0 {
+                return Ok::<u64, std::io::Error>(n);
+            }
+            n += r as u64;
+        }
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let buf = vec![0x5au8; 1 << 20];
+    let start = clock.monotonic();
+    let mut sent = 0u64;
+    while clock.monotonic() - start < Duration::from_secs(2) {
+        s.write_all(&buf).await?;
+        sent += buf.len() as u64;
+    }
+    s.shutdown().await?;
+    drop(s);
+    let received = reader.await.map_err(|e| anyhow!("{e}"))??;
+    let elapsed = clock.monotonic() - start;
+    Ok(received.min(sent) as f64 / MIB / elapsed.as_secs_f64())
+}
+
+fn produce_request(record_bytes: usize, now_ms: i64) -> anyhow::Result<ProduceRequest> {
+    let value = Bytes::from(vec![b'x'; record_bytes]);
+    let records: Vec<(Option<Bytes>, Bytes)> = (0..BATCH_RECORDS).map(|_| (None, value.clone())).collect();
+    let batch = crate::cli::produce::encode_batch(&records, now_ms)?;
+    Ok(ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]))
+}
+
+/// Send `requests` produce requests on one connection with up to IN_FLIGHT requests pipelined,
+/// at most one every `pace` (zero = as fast as possible). Returns each request's latency.
+async fn produce_connection(addr: String, request: ProduceRequest, requests: usize, pace: Duration, clock: Arc<dyn Clock>) -> anyhow::Result<Vec<Duration>> {
+    let client = Client::connect(&addr).await?;
+    let version = client.version_for::<ProduceRequest>(9)?;
+    drop(client);
+    let stream = tokio::net::TcpStream::connect(&addr).await?;
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let sent_at: Arc<Mutex<VecDeque<(i32, Duration)>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let window = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+    let reader = {
+        let (sent_at, window, clock) = (sent_at.clone(), window.clone(), clock.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let mut len = [0u8; 4];
+                tokio::time::timeout(Duration::from_secs(60), rd.read_exact(&mut len)).await.map_err(|_| anyhow!("no produce response in 60 s"))??;
+                let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+                rd.read_exact(&mut body).await?;
+                let mut body = Bytes::from(body);
+                let header = ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(version))?;
+                let response = ProduceResponse::decode(&mut body, version)?;
+                let (id, t) = sent_at.lock().await.pop_front().ok_or_else(|| anyhow!("response without request"))?;
+                if id != header.correlation_id {
+                    bail!("correlation {} for request {id}", header.correlation_id);
+                }
+                for p in response.responses.iter().flat_map(|t| t.partition_responses.iter()) {
+                    if p.error_code != 0 {
+                        bail!("produce failed: {}", crate::client::error_name(p.error_code));
+                    }
+                }
+                latencies.push(clock.monotonic() - t);
+                window.add_permits(1);
+            }
+            Ok(latencies)
+        })
+    };
+    let start = clock.monotonic();
+    for i in 0..requests {
+        if !pace.is_zero() {
+            let due = start + pace * i as u32;
+            let now = clock.monotonic();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        window.acquire().await?.forget();
+        let id = i as i32 + 1;
+        let frame = encode_request(&request, version, id)?;
+        sent_at.lock().await.push_back((id, clock.monotonic()));
+        wr.write_all(&frame).await?;
+        wr.flush().await?;
+    }
+    reader.await.map_err(|e| anyhow!("{e}"))?
+}
+
+async fn produce_phase(addr: &str, rt: &Runtime, args: &BenchArgs, total_requests: usize, pace_per_connection: Duration) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let request = produce_request(args.record_bytes, rt.clock.wall_ms())?;
+    let start = rt.clock.monotonic();
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let n = total_requests / CONNECTIONS + usize::from(c < total_requests % CONNECTIONS);
+        tasks.push(tokio::spawn(produce_connection(addr.to_string(), request.clone(), n, pace_per_connection, rt.clock.clone())));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.map_err(|e| anyhow!("{e}"))??);
+    }
+    latencies.sort();
+    Ok((rt.clock.monotonic() - start, latencies))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn broker_phase(args: &BenchArgs, rt: &Runtime, addr: &str, total_bytes: u64, disk_mib_s: f64, fsync_p99: Duration, tcp_mib_s: f64) -> anyhow::Result<()> {
+    let mut client = Client::connect(addr).await?;
+    crate::cli::topic::partition_count(&mut client, TOPIC, true).await?;
+    let request_bytes = (BATCH_RECORDS * args.record_bytes) as u64;
+    let total_requests = (total_bytes / request_bytes).max(CONNECTIONS as u64) as usize;
+
+    // Throughput, unpaced.
+    let (elapsed, _) = produce_phase(addr, rt, args, total_requests, Duration::ZERO).await?;
+    let produced_bytes = total_requests as u64 * request_bytes;
+    let produce_mib_s = produced_bytes as f64 / MIB / elapsed.as_secs_f64();
+    println!(
+        "broker produce acks=all ({} conns x {} in flight, {} x {} B per request): {produce_mib_s:9.1} MiB/s   = {:5.1} % of the fsync'd write limit (target >= 70 %)",
+        CONNECTIONS, IN_FLIGHT_PER_CONNECTION, BATCH_RECORDS, args.record_bytes, 100.0 * produce_mib_s / disk_mib_s
+    );
+
+    // Latency at half that rate.
+    let half_rate_requests_s = produce_mib_s * MIB / 2.0 / request_bytes as f64;
+    let latency_requests = ((half_rate_requests_s * args.latency_secs as f64) as usize).max(CONNECTIONS * 10);
+    let pace = Duration::from_secs_f64(CONNECTIONS as f64 / half_rate_requests_s.max(1.0));
+    let (_, latencies) = produce_phase(addr, rt, args, latency_requests, pace).await?;
+    let (p50, p99, p999) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), percentile(&latencies, 0.999));
+    println!(
+        "broker produce latency at half load ({:.0} req/s): p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms   p99 = {:.2} x fsync p99 (target <= 4)",
+        half_rate_requests_s,
+        ms(p50),
+        ms(p99),
+        ms(p999),
+        p99.as_secs_f64() / fsync_p99.as_secs_f64().max(1e-9)
+    );
+
+    // Consume everything back.
+    let consumed = consume_all(&mut client, rt.clock.as_ref()).await?;
+    println!(
+        "broker consume: {:9.1} MiB/s   = {:5.1} % of loopback TCP",
+        consumed.0,
+        100.0 * consumed.0 / tcp_mib_s
+    );
+    if consumed.1 < produced_bytes {
+        bail!("consumed {} bytes, less than the {produced_bytes} produced", consumed.1);
+    }
+    Ok(())
+}
+
+/// Fetch the whole partition from offset 0; returns (MiB/s, record-batch bytes read).
+async fn consume_all(client: &mut Client, clock: &dyn Clock) -> anyhow::Result<(f64, u64)> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::FetchRequest;
+    let version = client.version_for::<FetchRequest>(12)?;
+    let mut offset = 0i64;
+    let mut bytes = 0u64;
+    let start = clock.monotonic();
+    loop {
+        let request = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(0)
+            .with_max_bytes(16 * 1024 * 1024)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(16 * 1024 * 1024)])]);
+        let response = client.send_at(&request, version).await?;
+        let p = &response.responses[0].partitions[0];
+        if p.error_code != 0 {
+            bail!("fetch failed: {}", crate::client::error_name(p.error_code));
+        }
+        let records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            break;
+        }
+        let (batches, _) = crate::protocol::batch::split_batches(&records)?;
+        offset = batches.last().map(|b| b.next_offset()).unwrap_or(offset);
+        bytes += records.len() as u64;
+        if offset >= p.high_watermark {
+            break;
+        }
+    }
+    let elapsed = clock.monotonic() - start;
+    Ok((bytes as f64 / MIB / elapsed.as_secs_f64(), bytes))
 }
