@@ -296,3 +296,131 @@ async fn partition_group_commit_many_appenders() {
     assert_eq!(p.log_end_offset(), 200);
     p.close().await.unwrap();
 }
+
+/// A disk that can be told to fail writes (after writing part of the data, as a full disk
+/// does) or syncs, over the real one.
+mod faulty {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use crate::runtime::real::StdDisk;
+    use crate::runtime::{Disk, DiskFile, IoFuture};
+
+    #[derive(Default)]
+    pub struct Faults {
+        pub enospc: AtomicBool,
+        pub eio_on_sync: AtomicBool,
+    }
+
+    pub struct FaultyDisk {
+        pub inner: StdDisk,
+        pub faults: Arc<Faults>,
+    }
+
+    struct FaultyFile {
+        inner: Arc<dyn DiskFile>,
+        faults: Arc<Faults>,
+    }
+
+    impl Disk for FaultyDisk {
+        fn open(&self, path: &Path, create: bool) -> IoFuture<Arc<dyn DiskFile>> {
+            let f = self.inner.open(path, create);
+            let faults = self.faults.clone();
+            Box::pin(async move { Ok(Arc::new(FaultyFile { inner: f.await?, faults }) as Arc<dyn DiskFile>) })
+        }
+        fn remove(&self, path: &Path) -> IoFuture<()> { self.inner.remove(path) }
+        fn rename(&self, from: &Path, to: &Path) -> IoFuture<()> { self.inner.rename(from, to) }
+        fn list(&self, dir: &Path) -> IoFuture<Vec<String>> { self.inner.list(dir) }
+        fn create_dir_all(&self, dir: &Path) -> IoFuture<()> { self.inner.create_dir_all(dir) }
+        fn remove_dir_all(&self, dir: &Path) -> IoFuture<()> { self.inner.remove_dir_all(dir) }
+        fn sync_dir(&self, dir: &Path) -> IoFuture<()> { self.inner.sync_dir(dir) }
+        fn exists(&self, path: &Path) -> IoFuture<bool> { self.inner.exists(path) }
+    }
+
+    impl DiskFile for FaultyFile {
+        fn read_at(&self, pos: u64, len: usize) -> IoFuture<Bytes> { self.inner.read_at(pos, len) }
+        fn write_at(&self, pos: u64, data: Bytes) -> IoFuture<()> {
+            if self.faults.enospc.load(Ordering::SeqCst) {
+                // Part of the data lands, then the disk is full.
+                let half = data.slice(..data.len() / 2);
+                let w = self.inner.write_at(pos, half);
+                return Box::pin(async move {
+                    w.await?;
+                    Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+                });
+            }
+            self.inner.write_at(pos, data)
+        }
+        fn sync_data(&self) -> IoFuture<()> {
+            if self.faults.eio_on_sync.load(Ordering::SeqCst) {
+                return Box::pin(async { Err(std::io::Error::from_raw_os_error(5)) }); // EIO
+            }
+            self.inner.sync_data()
+        }
+        fn set_len(&self, len: u64) -> IoFuture<()> { self.inner.set_len(len) }
+        fn len(&self) -> IoFuture<u64> { self.inner.len() }
+        fn path(&self) -> &Path { self.inner.path() }
+    }
+}
+
+fn faulty_runtime() -> (Runtime, std::sync::Arc<faulty::Faults>) {
+    let faults = std::sync::Arc::new(faulty::Faults::default());
+    let disk = faulty::FaultyDisk { inner: crate::runtime::real::StdDisk::new(), faults: faults.clone() };
+    (Runtime { disk: std::sync::Arc::new(disk), clock: Runtime::real().clock }, faults)
+}
+
+#[tokio::test]
+async fn full_disk_fails_the_produce_keeps_reads_and_recovers() {
+    use std::sync::atomic::Ordering;
+
+    use crate::partition::{Acks, Partition};
+    use crate::protocol::errors::ErrorCode;
+    let dir = TempDir::new("enospc");
+    let (rt, faults) = faulty_runtime();
+    let p = Partition::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    p.append(batch(&["before"], 1), Acks::Durable).await.unwrap();
+    faults.enospc.store(true, Ordering::SeqCst);
+    let err = p.append(batch(&["while-full"], 1), Acks::Durable).await.unwrap_err();
+    assert_eq!(ErrorCode::from(&err), ErrorCode::KAFKA_STORAGE_ERROR, "{err}");
+    // Reads keep working; the partial write was cut off.
+    let r = p.read(0, 10_000).await.unwrap();
+    assert_eq!(split_batches(&r.records).unwrap().0.len(), 1);
+    assert_eq!(p.log_end_offset(), 1);
+    faults.enospc.store(false, Ordering::SeqCst);
+    let info = p.append(batch(&["after"], 1), Acks::Durable).await.unwrap();
+    assert_eq!(info.base_offset, 1, "the failed append took no offset");
+    p.close().await.unwrap();
+    let log = PartitionLog::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    let values: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, vec!["before", "after"]);
+}
+
+#[tokio::test]
+async fn failed_fsync_fails_the_partition_until_restart() {
+    use std::sync::atomic::Ordering;
+
+    use crate::partition::{Acks, Partition};
+    use crate::protocol::errors::ErrorCode;
+    let dir = TempDir::new("eio");
+    let (rt, faults) = faulty_runtime();
+    let p = Partition::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    p.append(batch(&["durable"], 1), Acks::Durable).await.unwrap();
+    faults.eio_on_sync.store(true, Ordering::SeqCst);
+    let err = p.append(batch(&["lost?"], 1), Acks::Durable).await.unwrap_err();
+    assert_eq!(ErrorCode::from(&err), ErrorCode::KAFKA_STORAGE_ERROR, "{err}");
+    assert_eq!(p.high_watermark(), 1, "nothing unsynced became visible");
+    // The sync is not retried as if it had worked: even with a healthy disk, appends are refused.
+    faults.eio_on_sync.store(false, Ordering::SeqCst);
+    let err = p.append(batch(&["later"], 1), Acks::Durable).await.unwrap_err();
+    assert!(matches!(err, Error::Failed { .. }), "{err}");
+    let r = p.read(0, 10_000).await.unwrap();
+    assert_eq!(split_batches(&r.records).unwrap().0.len(), 1, "reads keep working below the high watermark");
+    drop(p);
+    // A restart recovers: everything on disk is validated again.
+    let p = Partition::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert!(p.log_end_offset() >= 1);
+    p.append(batch(&["after restart"], 1), Acks::Durable).await.unwrap();
+}
