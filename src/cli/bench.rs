@@ -4,7 +4,7 @@
 //! 1. Disk: sequential 1 MiB writes, `fdatasync` after each, through the same `Disk` the broker
 //!    uses (MiB/s, and the per-fsync p50/p99).
 //! 2. Network: loopback TCP throughput between two tasks (MiB/s).
-//! 3. Broker (in process, fresh data dir, one partition): produce throughput with 1 KiB
+//! 3. Broker (in process, fresh data dir, one partition per connection): produce throughput with 1 KiB
 //!    records, acks=all, several pipelined connections; produce latency p50/p99/p999 paced at
 //!    half that throughput; consume throughput reading everything back.
 //!
@@ -30,9 +30,11 @@ use crate::runtime::{Clock, Runtime};
 
 const MIB: f64 = 1024.0 * 1024.0;
 const CONNECTIONS: usize = 4;
-const IN_FLIGHT_PER_CONNECTION: usize = 8;
+const IN_FLIGHT_PER_CONNECTION: usize = 16;
 const BATCH_RECORDS: usize = 64;
 const TOPIC: &str = "bench";
+/// One partition per connection: each partition has its own group-commit flusher.
+const PARTITIONS: usize = CONNECTIONS;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -140,13 +142,13 @@ async fn tcp_limit(clock: &dyn Clock) -> anyhow::Result<f64> {
     Ok(received.min(sent) as f64 / MIB / elapsed.as_secs_f64())
 }
 
-fn produce_request(record_bytes: usize, now_ms: i64) -> anyhow::Result<ProduceRequest> {
+fn produce_request(record_bytes: usize, now_ms: i64, partition: i32) -> anyhow::Result<ProduceRequest> {
     let value = Bytes::from(vec![b'x'; record_bytes]);
     let records: Vec<(Option<Bytes>, Bytes)> = (0..BATCH_RECORDS).map(|_| (None, value.clone())).collect();
     let batch = crate::cli::produce::encode_batch(&records, now_ms)?;
     Ok(ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))])]))
 }
 
 /// Send `requests` produce requests on one connection with up to IN_FLIGHT requests pipelined,
@@ -187,6 +189,7 @@ async fn produce_connection(addr: String, request: ProduceRequest, requests: usi
             Ok(latencies)
         })
     };
+    let mut frame = encode_request(&request, version, 0)?.to_vec();
     let start = clock.monotonic();
     for i in 0..requests {
         if !pace.is_zero() {
@@ -198,7 +201,9 @@ async fn produce_connection(addr: String, request: ProduceRequest, requests: usi
         }
         window.acquire().await?.forget();
         let id = i as i32 + 1;
-        let frame = encode_request(&request, version, id)?;
+        // Only the correlation id changes between requests: bytes 8..12 of the frame
+        // (size, api key, api version, correlation id).
+        frame[8..12].copy_from_slice(&id.to_be_bytes());
         sent_at.lock().await.push_back((id, clock.monotonic()));
         wr.write_all(&frame).await?;
         wr.flush().await?;
@@ -207,12 +212,12 @@ async fn produce_connection(addr: String, request: ProduceRequest, requests: usi
 }
 
 async fn produce_phase(addr: &str, rt: &Runtime, args: &BenchArgs, total_requests: usize, pace_per_connection: Duration) -> anyhow::Result<(Duration, Vec<Duration>)> {
-    let request = produce_request(args.record_bytes, rt.clock.wall_ms())?;
     let start = rt.clock.monotonic();
     let mut tasks = Vec::new();
     for c in 0..CONNECTIONS {
         let n = total_requests / CONNECTIONS + usize::from(c < total_requests % CONNECTIONS);
-        tasks.push(tokio::spawn(produce_connection(addr.to_string(), request.clone(), n, pace_per_connection, rt.clock.clone())));
+        let request = produce_request(args.record_bytes, rt.clock.wall_ms(), (c % PARTITIONS) as i32)?;
+        tasks.push(tokio::spawn(produce_connection(addr.to_string(), request, n, pace_per_connection, rt.clock.clone())));
     }
     let mut latencies = Vec::new();
     for t in tasks {
@@ -225,7 +230,7 @@ async fn produce_phase(addr: &str, rt: &Runtime, args: &BenchArgs, total_request
 #[allow(clippy::too_many_arguments)]
 async fn broker_phase(args: &BenchArgs, rt: &Runtime, addr: &str, total_bytes: u64, disk_mib_s: f64, fsync_p99: Duration, tcp_mib_s: f64) -> anyhow::Result<()> {
     let mut client = Client::connect(addr).await?;
-    crate::cli::topic::partition_count(&mut client, TOPIC, true).await?;
+    create_topic(&mut client).await?;
     let request_bytes = (BATCH_RECORDS * args.record_bytes) as u64;
     let total_requests = (total_bytes / request_bytes).max(CONNECTIONS as u64) as usize;
 
@@ -234,8 +239,8 @@ async fn broker_phase(args: &BenchArgs, rt: &Runtime, addr: &str, total_bytes: u
     let produced_bytes = total_requests as u64 * request_bytes;
     let produce_mib_s = produced_bytes as f64 / MIB / elapsed.as_secs_f64();
     println!(
-        "broker produce acks=all ({} conns x {} in flight, {} x {} B per request): {produce_mib_s:9.1} MiB/s   = {:5.1} % of the fsync'd write limit (target >= 70 %)",
-        CONNECTIONS, IN_FLIGHT_PER_CONNECTION, BATCH_RECORDS, args.record_bytes, 100.0 * produce_mib_s / disk_mib_s
+        "broker produce acks=all ({} partitions, {} conns x {} in flight, {} x {} B per request): {produce_mib_s:9.1} MiB/s   = {:5.1} % of the fsync'd write limit (target >= 70 %)",
+        PARTITIONS, CONNECTIONS, IN_FLIGHT_PER_CONNECTION, BATCH_RECORDS, args.record_bytes, 100.0 * produce_mib_s / disk_mib_s
     );
 
     // Latency at half that rate.
@@ -254,7 +259,12 @@ async fn broker_phase(args: &BenchArgs, rt: &Runtime, addr: &str, total_bytes: u
     );
 
     // Consume everything back.
-    let consumed = consume_all(&mut client, rt.clock.as_ref()).await?;
+    let mut consumed = (0.0, 0u64);
+    let consume_start = rt.clock.monotonic();
+    for p in 0..PARTITIONS as i32 {
+        consumed.1 += consume_all(&mut client, rt.clock.as_ref(), p).await?.1;
+    }
+    consumed.0 = consumed.1 as f64 / MIB / (rt.clock.monotonic() - consume_start).as_secs_f64();
     println!(
         "broker consume: {:9.1} MiB/s   = {:5.1} % of loopback TCP",
         consumed.0,
@@ -266,8 +276,23 @@ async fn broker_phase(args: &BenchArgs, rt: &Runtime, addr: &str, total_bytes: u
     Ok(())
 }
 
-/// Fetch the whole partition from offset 0; returns (MiB/s, record-batch bytes read).
-async fn consume_all(client: &mut Client, clock: &dyn Clock) -> anyhow::Result<(f64, u64)> {
+async fn create_topic(client: &mut Client) -> anyhow::Result<()> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+        .with_num_partitions(PARTITIONS as i32)
+        .with_replication_factor(1);
+    let (_, r) = client.send(&CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000), 7).await?;
+    match r.topics.first() {
+        Some(t) if t.error_code == 0 => Ok(()),
+        Some(t) => bail!("creating the bench topic: {}", crate::client::error_name(t.error_code)),
+        None => bail!("empty CreateTopics response"),
+    }
+}
+
+/// Fetch one whole partition from offset 0; returns (MiB/s, record-batch bytes read).
+async fn consume_all(client: &mut Client, clock: &dyn Clock, partition: i32) -> anyhow::Result<(f64, u64)> {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::FetchRequest;
     let version = client.version_for::<FetchRequest>(12)?;
@@ -282,7 +307,7 @@ async fn consume_all(client: &mut Client, clock: &dyn Clock) -> anyhow::Result<(
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
                 .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(16 * 1024 * 1024)])]);
+                .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(16 * 1024 * 1024)])]);
         let response = client.send_at(&request, version).await?;
         let p = &response.responses[0].partitions[0];
         if p.error_code != 0 {
