@@ -291,7 +291,7 @@ mod sim {
                 let (_, failed) = sweep(parse_seeds(&seeds)?, false);
                 let regressions = main(vec!["regressions".into()])?;
                 let deterministic = determinism(0..3);
-                let planted_seeds = std::env::var("STRAND_SIM_PLANTED_SEEDS").unwrap_or_else(|_| "0..200".into());
+                let planted_seeds = std::env::var("STRAND_SIM_PLANTED_SEEDS").unwrap_or_else(|_| "0..500".into());
                 let all_caught = planted(parse_seeds(&planted_seeds)?)?;
                 Ok(i32::from(!failed.is_empty() || regressions != 0 || !deterministic || !all_caught))
             }
