@@ -7,7 +7,7 @@
 //!   lost independently, so a later sector can survive while an earlier one is lost (a torn
 //!   write); the file keeps its written length half the time, else lands anywhere between the
 //!   durable and the written length.
-//!   One in ten such sectors holds random bytes past the durable length instead (it was being
+//!   Three in ten such sectors hold random bytes past the durable length instead (it was being
 //!   written when power failed), so recovery must find the damage by checksum, not by length.
 //!   Synced bytes are never damaged: that would be data loss no single-node log can survive.
 //! - EIO on `sync_data` (rate `sync_eio_per_mille`): nothing becomes durable; the broker must
@@ -104,7 +104,7 @@ impl SimDisk {
                 // one that was being written when power failed may hold garbage.
                 if d == w {
                     out.extend_from_slice(&d);
-                } else if rng.gen_bool(0.1) {
+                } else if rng.gen_bool(0.3) {
                     // Garbage only past the durable length: synced bytes stay as synced.
                     let keep = durable.len().saturating_sub(start).min(d.len());
                     out.extend_from_slice(&d[..keep]);

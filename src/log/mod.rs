@@ -196,15 +196,7 @@ impl PartitionLog {
         let log_end_offset = segments.last().expect("non-empty").next_offset;
         let first_base = segments[0].base_offset;
         let log_start_offset = start_checkpoint.unwrap_or(first_base).max(first_base).min(log_end_offset);
-        #[cfg(feature = "planted-bugs")]
-        let durable_offset = if crate::runtime::planted("high-watermark-back") && log_end_offset > log_start_offset {
-            log_end_offset - 1 // Planted bug: the high watermark restarts below what was visible.
-        } else {
-            log_end_offset
-        };
-        #[cfg(not(feature = "planted-bugs"))]
-        let durable_offset = log_end_offset;
-        let log = PartitionLog { rt, dir, config, segments, log_start_offset, durable_offset, failed: None };
+        let log = PartitionLog { rt, dir, config, segments, log_start_offset, durable_offset: log_end_offset, failed: None };
         log.check_invariants();
         Ok(log)
     }

@@ -47,7 +47,15 @@ impl Partition {
     /// Open the log and start its flusher task.
     pub async fn open(rt: Runtime, dir: PathBuf, config: TopicConfig) -> Result<Arc<Partition>> {
         let log = PartitionLog::open(rt.clone(), dir.clone(), config).await?;
-        let (high_watermark, _) = watch::channel(log.durable_offset());
+        #[cfg(feature = "planted-bugs")]
+        let initial = if crate::runtime::planted("high-watermark-back") && log.durable_offset() > log.log_start_offset() {
+            log.durable_offset() - 1 // Planted bug: publish a high watermark below what was visible.
+        } else {
+            log.durable_offset()
+        };
+        #[cfg(not(feature = "planted-bugs"))]
+        let initial = log.durable_offset();
+        let (high_watermark, _) = watch::channel(initial);
         let partition = Arc::new(Partition {
             rt,
             dir,

@@ -5,8 +5,8 @@
 //! Names: `ack-before-fsync` (the group-commit flusher publishes the high watermark, and so
 //! answers acks, before it syncs), `skip-recovery-crc` (recovery trusts batches without
 //! checking their CRC), `torn-tail-off-by-one` (recovery cuts a torn tail one byte into the
-//! last valid batch), `high-watermark-back` (after a restart the high watermark starts one
-//! below what was already visible).
+//! last valid batch), `high-watermark-back` (after a restart the partition publishes a high
+//! watermark one below what was already visible, until the next append).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
