@@ -2,8 +2,8 @@
 # THE test command (README.md: "ci/run.sh"). CI runs it through .ci/run on a clean clone.
 #   1. install test tools (kcat, kafka-python)
 #   2. every unit, property and integration test: cargo test --workspace
-#   3. build the crate under the simulator (--cfg madsim, its own target dir)
-#   4. the simulator's sweep, regression seeds and determinism check, once sim/run exists
+#   3. build the broker under the simulator (--cfg madsim, its own target dir) and run a
+#      bounded sweep, the regression seeds, the determinism check and the planted bugs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,12 +28,7 @@ for bug in torn-tail-off-by-one skip-recovery-crc; do
   echo "planted bug '$bug': caught"
 done
 
-echo "== simulator build: RUSTFLAGS=--cfg madsim (target dir $SIM_TARGET_DIR)"
-RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo build --workspace --lib --locked
-
-if [ -x sim/run ] && [ -f sim/src/main.rs ]; then
-  echo "== simulator: sweep, regressions, determinism"
-  sim/run ci
-fi
+echo "== simulator (RUSTFLAGS=--cfg madsim, target dir $SIM_TARGET_DIR): build, sweep, regressions, determinism, planted bugs"
+STRAND_SIM_TARGET_DIR="$SIM_TARGET_DIR" sim/run ci
 
 echo "== ci/run.sh passed in $(( $(date +%s) - started )) s"

@@ -328,8 +328,6 @@ impl PartitionLog {
 
     /// Record that a sync of `sync_point()` taken at `upto` succeeded.
     pub fn mark_durable(&mut self, upto: i64) {
-        #[cfg(feature = "planted-bugs")]
-        let upto = if crate::runtime::planted("ack-before-fsync") { self.log_end_offset() } else { upto };
         assert!(upto <= self.log_end_offset(), "durable {upto} beyond log end {}", self.log_end_offset());
         if upto > self.durable_offset {
             self.durable_offset = upto;
@@ -549,8 +547,9 @@ impl PartitionLog {
 /// Where to cut a segment whose first bad batch starts at `valid_bytes`.
 fn truncate_point(valid_bytes: u64) -> u64 {
     #[cfg(feature = "planted-bugs")]
-    if crate::runtime::planted("torn-tail-off-by-one") {
-        return valid_bytes + 1;
+    if crate::runtime::planted("torn-tail-off-by-one") && valid_bytes > 0 {
+        // Planted bug: cut one byte into the last valid batch.
+        return valid_bytes - 1;
     }
     valid_bytes
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Error, Result};
-use crate::protocol::batch::{split_batches, BatchView};
+use crate::protocol::batch::{split_batches, split_valid_prefix, BatchView};
 use crate::runtime::{DiskFile, Runtime};
 
 pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
@@ -208,14 +208,14 @@ pub async fn scan(
     'outer: while pos < len {
         let want = (len - pos).min(CHUNK_BYTES as u64) as usize;
         let mut buf = file.read_at(pos, want).await.map_err(io)?;
-        let (batches, covered) = match split_batches(&buf) {
-            Ok(x) => x,
-            Err(e) => {
-                // A bad length field: nothing from here on can be trusted.
+        // A bad length field stops the scan there, but every whole batch before it counts.
+        let (batches, covered, bad_length) = split_valid_prefix(&buf);
+        if batches.is_empty() {
+            if let Some(e) = bad_length {
                 problem = Some(format!("at position {pos}: {e}"));
                 break;
             }
-        };
+        }
         if batches.is_empty() {
             // Either a batch larger than the chunk, or a torn tail.
             if buf.len() >= crate::protocol::batch::LOG_OVERHEAD_BYTES {
@@ -247,6 +247,10 @@ pub async fn scan(
             pos += b.size_bytes() as u64;
         }
         let _ = covered;
+        if let Some(e) = bad_length {
+            problem = Some(format!("at position {pos}: {e}"));
+            break;
+        }
     }
     Ok((seg, problem))
 }

@@ -149,6 +149,29 @@ async fn flipped_bit_in_last_batch_is_detected_and_cut() {
     assert_eq!(read_all(&log, 3).await, vec![(3, "v3".to_string()), (4, "after".to_string())]);
 }
 
+/// Simulator regression (sim seed 51 before the fix): a crash left valid batches followed by a
+/// zero-filled torn sector; recovery read the zero length field, discarded the whole chunk and
+/// cut the segment to 0, losing acknowledged records.
+#[tokio::test]
+async fn zero_filled_torn_tail_keeps_the_valid_batches() {
+    let dir = TempDir::new("zerotail");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    for i in 0..3 {
+        log.append(batch(&[&format!("v{i}")], 1), 1).await.unwrap();
+    }
+    sync_all(&mut log).await;
+    drop(log);
+    let seg = dir.0.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0u8; 20]);
+    std::fs::write(&seg, &bytes).unwrap();
+    let log = PartitionLog::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    let values: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, vec!["v0", "v1", "v2"]);
+}
+
 #[tokio::test]
 async fn corruption_is_never_served() {
     let dir = TempDir::new("served");

@@ -209,6 +209,14 @@ async fn flush_loop(p: Arc<Partition>) {
             wanted.await;
             continue;
         }
+        #[cfg(feature = "planted-bugs")]
+        if crate::runtime::planted("ack-before-fsync") {
+            // Planted bug: publish the new high watermark (and so answer acks) before syncing.
+            let mut guard = p.log.lock().await;
+            let Some(log) = guard.as_mut() else { return };
+            log.mark_durable(point.upto);
+            p.publish(log);
+        }
         let mut error = None;
         for file in &point.files {
             if let Err(e) = file.sync_data().await {

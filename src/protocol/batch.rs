@@ -211,6 +211,25 @@ pub fn split_batches(buf: &[u8]) -> Result<(Vec<BatchView<'_>>, usize), BatchErr
     Ok((out, pos))
 }
 
+/// Like `split_batches`, but a bad length does not discard the batches before it: returns the
+/// complete batches up to the first bad or partial one, the bytes they cover, and the error
+/// that stopped the split, if any. Recovery uses this to keep every valid batch before a torn
+/// tail (regression: a zero-filled torn sector after valid batches once made recovery cut the
+/// whole segment).
+pub fn split_valid_prefix(buf: &[u8]) -> (Vec<BatchView<'_>>, usize, Option<BatchError>) {
+    match split_batches(buf) {
+        Ok((batches, covered)) => (batches, covered, None),
+        Err(e) => {
+            let position = match &e {
+                BatchError::BadLength { position, .. } => *position,
+                _ => 0,
+            };
+            let (batches, covered) = split_batches(&buf[..position]).expect("the prefix before the first bad length splits");
+            (batches, covered, Some(e))
+        }
+    }
+}
+
 /// Parse and fully validate a record set from a produce request. Every byte must belong to a
 /// complete valid batch.
 pub fn validate_record_set(buf: &[u8]) -> Result<Vec<BatchView<'_>>, BatchError> {

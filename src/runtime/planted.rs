@@ -2,9 +2,10 @@
 //! feature and switched on by name at run time, to prove the property tests, the simulator and
 //! the Jepsen checks can see real bugs. Never in a release build.
 //!
-//! Names: `ack-before-fsync` (the flusher reports data durable before syncing it),
-//! `skip-recovery-crc` (recovery trusts batches without checking their CRC),
-//! `torn-tail-off-by-one` (recovery cuts a torn tail one byte too late).
+//! Names: `ack-before-fsync` (the group-commit flusher publishes the high watermark, and so
+//! answers acks, before it syncs), `skip-recovery-crc` (recovery trusts batches without
+//! checking their CRC), `torn-tail-off-by-one` (recovery cuts a torn tail one byte into the
+//! last valid batch).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.

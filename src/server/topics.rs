@@ -105,7 +105,9 @@ impl TopicRegistry {
             .await
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
         let meta_path = data_dir.join(META_FILE);
-        let meta = match read_whole(rt.disk.as_ref(), &meta_path).await? {
+        let existing = read_whole(rt.disk.as_ref(), &meta_path).await?;
+        let is_new = existing.is_none();
+        let meta = match existing {
             Some(bytes) => decode_meta(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?,
             None => MetaFile {
                 version: META_VERSION,
@@ -150,7 +152,10 @@ impl TopicRegistry {
             }
         }
         *registry.topics.write().expect("topics lock") = opened;
-        registry.persist().await?;
+        if is_new {
+            // A new cluster: its id must be durable before any client sees it.
+            registry.persist().await?;
+        }
         Ok(registry)
     }
 

@@ -1,0 +1,295 @@
+//! SimDisk: an in-memory `Disk` per node, owned by the simulation so it outlives node crashes.
+//!
+//! Fault model (each part switched and rated per seed):
+//! - Written bytes are volatile until `sync_data` on that file. `crash()` (called when the
+//!   harness kills the node) keeps the durable image and, for the unsynced part, a seeded
+//!   choice per 512-byte sector: each sector that differs from the durable image is kept or
+//!   lost independently, so a later sector can survive while an earlier one is lost (a torn
+//!   write); the file keeps its written length half the time, else lands anywhere between the
+//!   durable and the written length.
+//!   One in ten such sectors holds random bytes past the durable length instead (it was being
+//!   written when power failed), so recovery must find the damage by checksum, not by length.
+//!   Synced bytes are never damaged: that would be data loss no single-node log can survive.
+//! - EIO on `sync_data` (rate `sync_eio_per_mille`): nothing becomes durable; the broker must
+//!   not treat the data as synced, nor retry as if it were.
+//! - ENOSPC on `write_at` (rate `write_enospc_per_mille`) after writing a seeded prefix of the
+//!   data (a partial write).
+//! - Latency: every operation sleeps 0..`latency_us_max` microseconds of simulated time.
+//! - Directory operations (create, rename, remove) are durable immediately: the log syncs the
+//!   directory after each of them anyway, and modelling their loss is future work. Reads that
+//!   return corrupted bytes are also future work (a latent error in *synced* data is real data
+//!   loss on a single node, which replication will address).
+//!
+//! All randomness comes from `madsim::rand` (the run's seed).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use madsim::rand::Rng;
+use strand::runtime::{Disk, DiskFile, IoFuture};
+
+const SECTOR_BYTES: usize = 512;
+
+#[derive(Debug, Clone, Default)]
+pub struct DiskFaults {
+    pub sync_eio_per_mille: u32,
+    pub write_enospc_per_mille: u32,
+    pub latency_us_max: u64,
+}
+
+#[derive(Default, Clone)]
+struct FileState {
+    durable: Vec<u8>,
+    written: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    files: BTreeMap<PathBuf, FileState>,
+    faults: DiskFaults,
+}
+
+/// Cheap to clone; clones share the same disk.
+#[derive(Clone, Default)]
+pub struct SimDisk {
+    state: Arc<Mutex<State>>,
+}
+
+fn per_mille(rate: u32) -> bool {
+    rate > 0 && madsim::rand::thread_rng().gen_range(0..1000) < rate
+}
+
+impl SimDisk {
+    pub fn new() -> SimDisk {
+        SimDisk::default()
+    }
+
+    pub fn set_faults(&self, faults: DiskFaults) {
+        self.state.lock().expect("disk lock").faults = faults;
+    }
+
+    /// The node crashed: unsynced data is lost or torn.
+    pub fn crash(&self) {
+        let mut rng = madsim::rand::thread_rng();
+        let mut state = self.state.lock().expect("disk lock");
+        for f in state.files.values_mut() {
+            let durable = f.durable.clone();
+            let written = &f.written;
+            let max_len = durable.len().max(written.len());
+            let min_len = durable.len().min(written.len());
+            // The size update often reaches the disk with the data (half the time here); when it
+            // does not, the file ends anywhere in between.
+            let len = if max_len == min_len || rng.gen_bool(0.5) { written.len() } else { rng.gen_range(min_len..=max_len) };
+            let mut out = Vec::with_capacity(len);
+            for start in (0..len).step_by(SECTOR_BYTES) {
+                let end = (start + SECTOR_BYTES).min(len);
+                let sector = |image: &[u8]| -> Vec<u8> {
+                    let mut v = image.get(start.min(image.len())..end.min(image.len())).unwrap_or(&[]).to_vec();
+                    v.resize(end - start, 0);
+                    v
+                };
+                let (d, w) = (sector(&durable), sector(written));
+                // A sector the last sync did not cover survives the crash or not, independently;
+                // one that was being written when power failed may hold garbage.
+                if d == w {
+                    out.extend_from_slice(&d);
+                } else if rng.gen_bool(0.1) {
+                    // Garbage only past the durable length: synced bytes stay as synced.
+                    let keep = durable.len().saturating_sub(start).min(d.len());
+                    out.extend_from_slice(&d[..keep]);
+                    out.extend((keep..d.len()).map(|_| rng.gen::<u8>()));
+                } else {
+                    out.extend_from_slice(if rng.gen_bool(0.5) { &w } else { &d });
+                }
+            }
+            f.durable = out.clone();
+            f.written = out;
+        }
+    }
+
+    /// (path, durable length, written length) of every file, for the trace.
+    pub fn describe(&self) -> Vec<(String, usize, usize)> {
+        let state = self.state.lock().expect("disk lock");
+        state.files.iter().map(|(p, f)| (p.display().to_string(), f.durable.len(), f.written.len())).collect()
+    }
+
+    /// Bytes a file holds now (tests and debugging).
+    pub fn file_len(&self, path: &Path) -> Option<usize> {
+        self.state.lock().expect("disk lock").files.get(path).map(|f| f.written.len())
+    }
+
+    fn latency(&self) -> Duration {
+        let max = self.state.lock().expect("disk lock").faults.latency_us_max;
+        if max == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(madsim::rand::thread_rng().gen_range(0..=max))
+        }
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
+}
+
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+impl Disk for SimDisk {
+    fn open(&self, path: &Path, create: bool) -> IoFuture<Arc<dyn DiskFile>> {
+        let (disk, path) = (self.clone(), path.to_path_buf());
+        Box::pin(async move {
+            pause(disk.latency()).await;
+            let mut state = disk.state.lock().expect("disk lock");
+            if !state.files.contains_key(&path) {
+                if !create {
+                    return Err(not_found(&path));
+                }
+                state.files.insert(path.clone(), FileState::default());
+            }
+            drop(state);
+            Ok(Arc::new(SimFile { disk: disk.clone(), path }) as Arc<dyn DiskFile>)
+        })
+    }
+
+    fn remove(&self, path: &Path) -> IoFuture<()> {
+        let (disk, path) = (self.clone(), path.to_path_buf());
+        Box::pin(async move {
+            disk.state.lock().expect("disk lock").files.remove(&path).map(|_| ()).ok_or_else(|| not_found(&path))
+        })
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> IoFuture<()> {
+        let (disk, from, to) = (self.clone(), from.to_path_buf(), to.to_path_buf());
+        Box::pin(async move {
+            let mut state = disk.state.lock().expect("disk lock");
+            let f = state.files.remove(&from).ok_or_else(|| not_found(&from))?;
+            state.files.insert(to, f);
+            Ok(())
+        })
+    }
+
+    fn list(&self, dir: &Path) -> IoFuture<Vec<String>> {
+        let (disk, dir) = (self.clone(), dir.to_path_buf());
+        Box::pin(async move {
+            let state = disk.state.lock().expect("disk lock");
+            let mut names: Vec<String> = Vec::new();
+            for p in state.files.keys() {
+                if let Ok(rest) = p.strip_prefix(&dir) {
+                    if let Some(first) = rest.components().next() {
+                        let name = first.as_os_str().to_string_lossy().into_owned();
+                        if !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn create_dir_all(&self, _dir: &Path) -> IoFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> IoFuture<()> {
+        let (disk, dir) = (self.clone(), dir.to_path_buf());
+        Box::pin(async move {
+            disk.state.lock().expect("disk lock").files.retain(|p, _| !p.starts_with(&dir));
+            Ok(())
+        })
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> IoFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn exists(&self, path: &Path) -> IoFuture<bool> {
+        let (disk, path) = (self.clone(), path.to_path_buf());
+        Box::pin(async move { Ok(disk.state.lock().expect("disk lock").files.keys().any(|p| p.starts_with(&path))) })
+    }
+}
+
+struct SimFile {
+    disk: SimDisk,
+    path: PathBuf,
+}
+
+impl DiskFile for SimFile {
+    fn read_at(&self, pos: u64, len: usize) -> IoFuture<Bytes> {
+        let (disk, path) = (self.disk.clone(), self.path.clone());
+        Box::pin(async move {
+            pause(disk.latency()).await;
+            let state = disk.state.lock().expect("disk lock");
+            let f = state.files.get(&path).ok_or_else(|| not_found(&path))?;
+            let start = (pos as usize).min(f.written.len());
+            let end = start.saturating_add(len).min(f.written.len());
+            Ok(Bytes::copy_from_slice(&f.written[start..end]))
+        })
+    }
+
+    fn write_at(&self, pos: u64, data: Bytes) -> IoFuture<()> {
+        let (disk, path) = (self.disk.clone(), self.path.clone());
+        Box::pin(async move {
+            pause(disk.latency()).await;
+            let mut state = disk.state.lock().expect("disk lock");
+            let enospc = per_mille(state.faults.write_enospc_per_mille);
+            let f = state.files.get_mut(&path).ok_or_else(|| not_found(&path))?;
+            let take = if enospc { madsim::rand::thread_rng().gen_range(0..=data.len()) } else { data.len() };
+            let pos = pos as usize;
+            if f.written.len() < pos + take {
+                f.written.resize(pos + take, 0);
+            }
+            f.written[pos..pos + take].copy_from_slice(&data[..take]);
+            if enospc {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            Ok(())
+        })
+    }
+
+    fn sync_data(&self) -> IoFuture<()> {
+        let (disk, path) = (self.disk.clone(), self.path.clone());
+        Box::pin(async move {
+            pause(disk.latency()).await;
+            let mut state = disk.state.lock().expect("disk lock");
+            let eio = per_mille(state.faults.sync_eio_per_mille);
+            let f = state.files.get_mut(&path).ok_or_else(|| not_found(&path))?;
+            if eio {
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            f.durable = f.written.clone();
+            Ok(())
+        })
+    }
+
+    fn set_len(&self, len: u64) -> IoFuture<()> {
+        let (disk, path) = (self.disk.clone(), self.path.clone());
+        Box::pin(async move {
+            let mut state = disk.state.lock().expect("disk lock");
+            let f = state.files.get_mut(&path).ok_or_else(|| not_found(&path))?;
+            f.written.resize(len as usize, 0);
+            Ok(())
+        })
+    }
+
+    fn len(&self) -> IoFuture<u64> {
+        let (disk, path) = (self.disk.clone(), self.path.clone());
+        Box::pin(async move {
+            let state = disk.state.lock().expect("disk lock");
+            Ok(state.files.get(&path).ok_or_else(|| not_found(&path))?.written.len() as u64)
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,388 @@
+//! One simulated run: a broker node on a SimDisk, producer nodes (acks=all, bounded retries),
+//! a consumer node reading along, and a nemesis, all driven by one seed.
+//!
+//! Phases: safety (faults on, for `safety_secs` of simulated time), heal (all faults off, the
+//! broker up), liveness (producers must finish within `liveness_secs`), then a final read of
+//! the whole partition. The history goes to the checkers in `check.rs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use madsim::rand::Rng;
+use strand::client::Client;
+use strand::config::BrokerConfig;
+use strand::runtime::Runtime;
+
+use crate::check::History;
+use crate::clock::SimClock;
+use crate::disk::{DiskFaults, SimDisk};
+
+pub const TOPIC: &str = "sim";
+const BROKER_IP: [u8; 4] = [10, 0, 0, 1];
+const PORT: u16 = 9092;
+
+/// Everything a seed decides (swarm testing: each seed picks its own faults and rates).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub producers: usize,
+    pub batches_per_producer: usize,
+    pub records_per_batch: usize,
+    /// Padding per record value, so batches span several 512-byte sectors.
+    pub value_pad_bytes: usize,
+    pub safety_secs: u64,
+    pub liveness_secs: u64,
+    pub crashes: bool,
+    pub clogs: bool,
+    pub skew: bool,
+    pub disk: DiskFaults,
+}
+
+impl Options {
+    /// Derive options from the run's seeded RNG (call inside the simulation).
+    pub fn from_seed() -> Options {
+        let mut rng = madsim::rand::thread_rng();
+        let disk_faults = rng.gen_bool(0.5);
+        Options {
+            producers: rng.gen_range(1..=3),
+            batches_per_producer: rng.gen_range(20..=80),
+            records_per_batch: rng.gen_range(1..=8),
+            value_pad_bytes: if rng.gen_bool(0.5) { rng.gen_range(0..=400) } else { 0 },
+            safety_secs: rng.gen_range(5..=30),
+            liveness_secs: 120,
+            crashes: rng.gen_bool(0.8),
+            clogs: rng.gen_bool(0.5),
+            skew: rng.gen_bool(0.3),
+            disk: DiskFaults {
+                sync_eio_per_mille: if disk_faults && rng.gen_bool(0.5) { rng.gen_range(1..=50) } else { 0 },
+                write_enospc_per_mille: if disk_faults && rng.gen_bool(0.5) { rng.gen_range(1..=50) } else { 0 },
+                latency_us_max: if rng.gen_bool(0.5) { rng.gen_range(10..=3000) } else { 0 },
+            },
+        }
+    }
+}
+
+/// The event trace (for replay and the determinism hash) and the history (for the checkers).
+#[derive(Default)]
+pub struct Recorder {
+    pub trace: Vec<String>,
+    pub history: History,
+    start: Option<tokio::time::Instant>,
+}
+
+pub type Shared = Arc<Mutex<Recorder>>;
+
+pub fn event(rec: &Shared, what: String) {
+    let mut r = rec.lock().expect("recorder lock");
+    let now = tokio::time::Instant::now();
+    let start = *r.start.get_or_insert(now);
+    let t = now.duration_since(start);
+    r.trace.push(format!("{:>10.6}s {what}", t.as_secs_f64()));
+}
+
+/// Startup failures go to stderr of the simulation (the node has no recorder handle).
+fn tracing_free_event(what: String) {
+    eprintln!("[broker] {what}");
+}
+
+fn broker_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::from(BROKER_IP), PORT)
+}
+
+fn values_for(producer: usize, batch: usize, n: usize, pad: usize) -> Vec<String> {
+    (0..n).map(|i| format!("p{producer}-b{batch}-r{i}{}", ".".repeat(pad))).collect()
+}
+
+/// One produce attempt; Ok(Some(base_offset)) when acknowledged.
+async fn produce_once(client: &mut Client, values: &[String], now_ms: i64) -> anyhow::Result<Result<i64, i16>> {
+    let records: Vec<(Option<Bytes>, Bytes)> = values.iter().map(|v| (None, Bytes::from(v.clone()))).collect();
+    let batch = strand::cli::produce::encode_batch(&records, now_ms)?;
+    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(5_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
+    let response = tokio::time::timeout(Duration::from_secs(10), client.send_at(&request, 8))
+        .await
+        .map_err(|_| anyhow::anyhow!("produce timed out"))??;
+    let p = &response.responses[0].partition_responses[0];
+    Ok(if p.error_code == 0 { Ok(p.base_offset) } else { Err(p.error_code) })
+}
+
+async fn connect() -> Option<Client> {
+    match tokio::time::timeout(Duration::from_secs(5), Client::connect(&broker_addr().to_string())).await {
+        Ok(Ok(c)) => Some(c),
+        _ => None,
+    }
+}
+
+async fn producer(id: usize, opts: Options, rec: Shared, clock: SimClock) {
+    let mut client: Option<Client> = None;
+    // Spread the batches over the safety phase so faults hit a busy broker.
+    let think_ms_max = (opts.safety_secs * 1000 * 3 / 2) / opts.batches_per_producer.max(1) as u64;
+    for batch in 0..opts.batches_per_producer {
+        let think = madsim::rand::thread_rng().gen_range(0..=think_ms_max);
+        tokio::time::sleep(Duration::from_millis(think)).await;
+        let values = values_for(id, batch, opts.records_per_batch, opts.value_pad_bytes);
+        rec.lock().expect("recorder lock").history.attempted.extend(values.iter().cloned());
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if client.is_none() {
+                client = connect().await;
+            }
+            let outcome = match client.as_mut() {
+                None => None,
+                Some(c) => Some(produce_once(c, &values, strand::runtime::Clock::wall_ms(&clock)).await),
+            };
+            match outcome {
+                Some(Ok(Ok(base))) => {
+                    event(&rec, format!("producer {id} batch {batch}: acked at offset {base} (attempt {attempt})"));
+                    rec.lock().expect("recorder lock").history.acked.push((base, values.clone()));
+                    break;
+                }
+                Some(Ok(Err(code))) => {
+                    // An error answer: the batch may or may not be in the log; retry it.
+                    event(&rec, format!("producer {id} batch {batch}: error {code} (attempt {attempt})"));
+                }
+                Some(Err(e)) => {
+                    event(&rec, format!("producer {id} batch {batch}: {e} (attempt {attempt})"));
+                    client = None;
+                }
+                None => {
+                    client = None;
+                }
+            }
+            // Bounded backoff with seeded jitter.
+            let backoff = 50u64 << attempt.min(5);
+            let jitter = madsim::rand::thread_rng().gen_range(0..=backoff);
+            tokio::time::sleep(Duration::from_millis(backoff + jitter)).await;
+        }
+    }
+    event(&rec, format!("producer {id} done"));
+    rec.lock().expect("recorder lock").history.unfinished.retain(|p| p != &format!("producer {id}"));
+}
+
+/// Read the partition from `from`, returning records, the high watermark, and whether the read
+/// reached it.
+async fn fetch_from(client: &mut Client, from: i64) -> anyhow::Result<(Vec<(i64, String)>, i64)> {
+    let request = FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(200)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(from).with_partition_max_bytes(1 << 20)])]);
+    let response = tokio::time::timeout(Duration::from_secs(10), client.send_at(&request, 11))
+        .await
+        .map_err(|_| anyhow::anyhow!("fetch timed out"))??;
+    let p = &response.responses[0].partitions[0];
+    if p.error_code != 0 {
+        anyhow::bail!("fetch error {}", p.error_code);
+    }
+    let mut out = Vec::new();
+    if let Some(mut records) = p.records.clone() {
+        for set in RecordBatchDecoder::decode_all(&mut records)? {
+            for r in set.records {
+                if r.offset >= from {
+                    out.push((r.offset, String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()));
+                }
+            }
+        }
+    }
+    Ok((out, p.high_watermark))
+}
+
+async fn consumer(rec: Shared, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let mut client: Option<Client> = None;
+    let mut next = 0i64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if client.is_none() {
+            client = connect().await;
+            if client.is_none() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        match fetch_from(client.as_mut().expect("connected"), next).await {
+            Ok((records, high_watermark)) => {
+                let mut r = rec.lock().expect("recorder lock");
+                r.history.high_watermarks.push(high_watermark);
+                for (o, v) in records {
+                    next = o + 1;
+                    r.history.observed.push((o, v));
+                }
+            }
+            Err(_) => {
+                client = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Run one seed's scenario inside the madsim runtime.
+pub async fn run(opts: Options, rec: Shared) {
+    let handle = madsim::runtime::Handle::current();
+    let disk = SimDisk::new();
+    let clock = SimClock::new();
+    event(&rec, format!("options {opts:?}"));
+    let broker = {
+        let (disk, clock) = (disk.clone(), clock.clone());
+        handle
+            .create_node()
+            .name("broker")
+            .ip(IpAddr::from(BROKER_IP))
+            .init(move || {
+                let runtime = Runtime { disk: Arc::new(disk.clone()), clock: Arc::new(clock.clone()) };
+                async move {
+                    let config = BrokerConfig { listen: broker_addr(), data_dir: "/data".into(), ..BrokerConfig::default() };
+                    // A broker that cannot start (a disk error during recovery) exits with its
+                    // error, as the real process does; healing restarts it, as a supervisor would.
+                    match strand::server::start(runtime, config).await {
+                        Ok(server) => {
+                            std::future::pending::<()>().await;
+                            drop(server);
+                        }
+                        Err(e) => tracing_free_event(format!("broker exited: {e:#}")),
+                    }
+                }
+            })
+            .build()
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Create the topic before the faults start (from a node with an address: madsim's main
+    // node has none).
+    let admin = handle.create_node().name("admin").ip(IpAddr::from([10, 0, 4, 1])).build();
+    admin
+        .spawn(async move {
+            loop {
+                if let Some(mut c) = connect().await {
+                    if strand::cli::topic::partition_count(&mut c, TOPIC, true).await.is_ok() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("admin task");
+    event(&rec, "topic created".into());
+    rec.lock().expect("recorder lock").history.unfinished = (0..opts.producers).map(|i| format!("producer {i}")).collect();
+    let mut producers = Vec::new();
+    for id in 0..opts.producers {
+        let (opts, rec, clock) = (opts.clone(), rec.clone(), clock.clone());
+        let node = handle.create_node().name(format!("producer-{id}")).ip(IpAddr::from([10, 0, 1, id as u8 + 1])).build();
+        producers.push(node.spawn(producer(id, opts, rec, clock)));
+    }
+    let consumer_node = handle.create_node().name("consumer").ip(IpAddr::from([10, 0, 2, 1])).build();
+    let consumer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let consumer_task = consumer_node.spawn(consumer(rec.clone(), consumer_stop.clone()));
+
+    // Safety phase: the nemesis.
+    disk.set_faults(opts.disk.clone());
+    let net = madsim::net::NetSim::current();
+    let safety_end = tokio::time::Instant::now() + Duration::from_secs(opts.safety_secs);
+    while tokio::time::Instant::now() < safety_end {
+        let wait = madsim::rand::thread_rng().gen_range(200..=3000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let choice = madsim::rand::thread_rng().gen_range(0..4);
+        match choice {
+            0 if opts.crashes => {
+                event(&rec, "nemesis: kill broker, lose unsynced writes".into());
+                handle.kill(broker.id());
+                event(&rec, format!("disk before crash (durable, written): {:?}", disk.describe()));
+                disk.crash();
+                event(&rec, format!("disk after crash: {:?}", disk.describe()));
+                let down = madsim::rand::thread_rng().gen_range(0..=2000);
+                tokio::time::sleep(Duration::from_millis(down)).await;
+                event(&rec, "nemesis: restart broker".into());
+                handle.restart(broker.id());
+            }
+            1 if opts.clogs => {
+                event(&rec, "nemesis: clog broker".into());
+                net.clog_node(broker.id());
+                let t = madsim::rand::thread_rng().gen_range(100..=3000);
+                tokio::time::sleep(Duration::from_millis(t)).await;
+                net.unclog_node(broker.id());
+                event(&rec, "nemesis: unclog broker".into());
+            }
+            2 if opts.skew => {
+                let skew = madsim::rand::thread_rng().gen_range(-60_000..=60_000);
+                event(&rec, format!("nemesis: broker wall clock skew {skew} ms"));
+                clock.set_skew_ms(skew);
+            }
+            _ => {}
+        }
+    }
+    // Heal.
+    event(&rec, "heal: faults off".into());
+    disk.set_faults(DiskFaults::default());
+    net.unclog_node(broker.id());
+    clock.set_skew_ms(0);
+    // A partition failed by a disk error stays failed until restart (by design), and a broker
+    // whose start failed has exited: restart it, as an operator or supervisor would.
+    event(&rec, "heal: restart broker".into());
+    handle.kill(broker.id());
+    handle.restart(broker.id());
+
+    // Liveness phase.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(opts.liveness_secs);
+    for p in producers {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::time::timeout(remaining, p).await;
+    }
+    consumer_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = tokio::time::timeout(Duration::from_secs(15), consumer_task).await;
+
+    // Final read of the whole partition.
+    let reader = handle.create_node().name("checker").ip(IpAddr::from([10, 0, 3, 1])).build();
+    let rec2 = rec.clone();
+    let read = reader
+        .spawn(async move {
+            let mut log = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let mut client = None;
+            loop {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("final read did not complete; {} records read", log.len()));
+                }
+                if client.is_none() {
+                    client = connect().await;
+                }
+                let Some(c) = client.as_mut() else { continue };
+                let from = log.last().map(|(o, _): &(i64, String)| o + 1).unwrap_or(0);
+                match fetch_from(c, from).await {
+                    Ok((records, high_watermark)) => {
+                        rec2.lock().expect("recorder lock").history.high_watermarks.push(high_watermark);
+                        log.extend(records);
+                        if log.last().map(|(o, _)| o + 1).unwrap_or(0) >= high_watermark {
+                            return Ok(log);
+                        }
+                    }
+                    Err(e) => {
+                        client = None;
+                        event(&rec2, format!("final read: {e}"));
+                    }
+                }
+            }
+        })
+        .await
+        .expect("checker task");
+    let mut r = rec.lock().expect("recorder lock");
+    match read {
+        Ok(log) => {
+            r.history.final_log = log;
+        }
+        Err(e) => r.history.read_errors.push(e),
+    }
+    let n = r.history.final_log.len();
+    drop(r);
+    event(&rec, format!("final log: {n} records"));
+}
