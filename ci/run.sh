@@ -24,12 +24,12 @@ step() { # step NAME: print a header and remember when it started
   step_name=$1; step_started=$(date +%s)
   echo; echo "== $1"
 }
-done_step() { summary+=("$(printf '%-44s %4d s  %s' "$step_name" $(( $(date +%s) - step_started )) "${1:-ok}")"); }
+done_step() { summary+=("$(printf '%-60s %4d s  %s' "$step_name" $(( $(date +%s) - step_started )) "${1:-ok}")"); }
 print_summary() {
   echo; echo "== summary (logs in $logs)"
   printf '  %s\n' "${summary[@]}"
 }
-trap 'status=$?; if [ $status -ne 0 ]; then summary+=("$(printf "%-44s FAILED (exit %d)" "${step_name:-?}" $status)"); print_summary; fi' EXIT
+trap 'status=$?; if [ $status -ne 0 ]; then summary+=("$(printf "%-60s FAILED (exit %d)" "${step_name:-?}" $status)"); print_summary; fi' EXIT
 
 step "setup (kcat, kafka-python)"
 ci/setup.sh
@@ -63,9 +63,9 @@ if [ -x sim/run ]; then
   STRAND_SIM_TARGET_DIR="$SIM_TARGET_DIR" sim/run ci 2>&1 | tee "$logs/sim.log"
   done_step
 else
-  summary+=("$(printf '%-44s skipped (no executable sim/run)' 'simulator: sim/run ci')")
+  summary+=("$(printf '%-60s skipped (no executable sim/run)' 'simulator: sim/run ci')")
 fi
 
-summary+=("$(printf '%-44s %4d s' 'total' $(( $(date +%s) - started )))")
+summary+=("$(printf '%-60s %4d s' 'total' $(( $(date +%s) - started )))")
 print_summary
 echo "ci/run.sh: passed"
