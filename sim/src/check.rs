@@ -20,6 +20,10 @@ pub struct History {
     pub unfinished: Vec<String>,
     /// A consumer or the final read hit an error that should not happen after healing.
     pub read_errors: Vec<String>,
+    /// Topics whose deletion was acknowledged.
+    pub deleted_topics: Vec<String>,
+    /// Every topic listed by Metadata after the run.
+    pub final_topics: Vec<String>,
 }
 
 /// Every record acknowledged with acks=all is readable at its acknowledged offset.
@@ -87,6 +91,15 @@ pub fn high_watermark_monotonic(h: &History) -> Vec<String> {
         .collect()
 }
 
+/// A topic whose deletion was acknowledged never comes back (e.g. after a crash).
+pub fn deleted_topics_stay_deleted(h: &History) -> Vec<String> {
+    h.deleted_topics
+        .iter()
+        .filter(|t| h.final_topics.contains(t))
+        .map(|t| format!("topic '{t}' was deleted (acknowledged) but exists after the run"))
+        .collect()
+}
+
 /// After the faults stop, every client finishes and reads succeed.
 pub fn liveness(h: &History) -> Vec<String> {
     let mut out: Vec<String> = h.unfinished.iter().map(|p| format!("{p} did not finish after healing")).collect();
@@ -102,6 +115,7 @@ pub fn all(h: &History) -> Vec<(&'static str, Vec<String>)> {
         ("offsets-dense", offsets_dense(h)),
         ("no-phantom-records", no_phantom_records(h)),
         ("high-watermark-monotonic", high_watermark_monotonic(h)),
+        ("deleted-topics-stay-deleted", deleted_topics_stay_deleted(h)),
         ("liveness", liveness(h)),
     ]
 }

@@ -1,5 +1,6 @@
 //! SimClock: a node's clock in simulated time. The wall clock carries a seeded skew (which the
-//! nemesis can change, so it may jump, as NTP can make it); the monotonic clock never goes back.
+//! nemesis can change, so it may jump, as NTP can make it) and a drift of up to +-500 ppm; the
+//! monotonic clock never goes back.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -11,11 +12,18 @@ use strand::runtime::Clock;
 pub struct SimClock {
     origin: tokio::time::Instant,
     skew_ms: Arc<AtomicI64>,
+    /// Wall-clock drift in parts per million (within +-500, a bad crystal).
+    drift_ppm: Arc<AtomicI64>,
 }
 
 impl SimClock {
     pub fn new() -> SimClock {
-        SimClock { origin: tokio::time::Instant::now(), skew_ms: Arc::new(AtomicI64::new(0)) }
+        SimClock { origin: tokio::time::Instant::now(), skew_ms: Arc::new(AtomicI64::new(0)), drift_ppm: Arc::new(AtomicI64::new(0)) }
+    }
+
+    pub fn set_drift_ppm(&self, ppm: i64) {
+        assert!((-500..=500).contains(&ppm), "drift within bounds");
+        self.drift_ppm.store(ppm, Ordering::SeqCst);
     }
 
     pub fn set_skew_ms(&self, skew_ms: i64) {
@@ -36,6 +44,8 @@ impl Clock for SimClock {
 
     fn wall_ms(&self) -> i64 {
         // Simulated epoch: 2026-01-01 plus simulated time plus skew.
-        1_767_225_600_000 + self.monotonic().as_millis() as i64 + self.skew_ms.load(Ordering::SeqCst)
+        let elapsed_ms = self.monotonic().as_millis() as i64;
+        let drift_ms = elapsed_ms * self.drift_ppm.load(Ordering::SeqCst) / 1_000_000;
+        1_767_225_600_000 + elapsed_ms + drift_ms + self.skew_ms.load(Ordering::SeqCst)
     }
 }

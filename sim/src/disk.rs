@@ -14,11 +14,15 @@
 //!   not treat the data as synced, nor retry as if it were.
 //! - ENOSPC on `write_at` (rate `write_enospc_per_mille`) after writing a seeded prefix of the
 //!   data (a partial write).
+//! - EIO on `write_at` (rate `write_eio_per_mille`), after a seeded prefix of the data landed.
+//! - Transient read corruption (rate `read_corrupt_per_mille`): a read returns the data with one
+//!   bit flipped; the stored bytes are intact. The broker must catch it by checksum and never
+//!   serve it, and recovery must re-read before cutting anything.
 //! - Latency: every operation sleeps 0..`latency_us_max` microseconds of simulated time.
 //! - Directory operations (create, rename, remove) are durable immediately: the log syncs the
-//!   directory after each of them anyway, and modelling their loss is future work. Reads that
-//!   return corrupted bytes are also future work (a latent error in *synced* data is real data
-//!   loss on a single node, which replication will address).
+//!   directory after each of them anyway, and modelling their loss is future work. A latent
+//!   (persistent) error in *synced* data is not modelled: on a single node it is data loss no log
+//!   can undo; replication will address it.
 //!
 //! All randomness comes from `madsim::rand` (the run's seed).
 
@@ -38,6 +42,9 @@ const SECTOR_BYTES: usize = 512;
 pub struct DiskFaults {
     pub sync_eio_per_mille: u32,
     pub write_enospc_per_mille: u32,
+    pub write_eio_per_mille: u32,
+    /// A read returns one flipped bit (transient: the next read is clean).
+    pub read_corrupt_per_mille: u32,
     pub latency_us_max: u64,
 }
 
@@ -229,10 +236,17 @@ impl DiskFile for SimFile {
         Box::pin(async move {
             pause(disk.latency()).await;
             let state = disk.state.lock().expect("disk lock");
+            let corrupt = per_mille(state.faults.read_corrupt_per_mille);
             let f = state.files.get(&path).ok_or_else(|| not_found(&path))?;
             let start = (pos as usize).min(f.written.len());
             let end = start.saturating_add(len).min(f.written.len());
-            Ok(Bytes::copy_from_slice(&f.written[start..end]))
+            let mut data = f.written[start..end].to_vec();
+            if corrupt && !data.is_empty() {
+                let mut rng = madsim::rand::thread_rng();
+                let i = rng.gen_range(0..data.len());
+                data[i] ^= 1 << rng.gen_range(0..8);
+            }
+            Ok(Bytes::from(data))
         })
     }
 
@@ -242,8 +256,9 @@ impl DiskFile for SimFile {
             pause(disk.latency()).await;
             let mut state = disk.state.lock().expect("disk lock");
             let enospc = per_mille(state.faults.write_enospc_per_mille);
+            let eio = !enospc && per_mille(state.faults.write_eio_per_mille);
             let f = state.files.get_mut(&path).ok_or_else(|| not_found(&path))?;
-            let take = if enospc { madsim::rand::thread_rng().gen_range(0..=data.len()) } else { data.len() };
+            let take = if enospc || eio { madsim::rand::thread_rng().gen_range(0..=data.len()) } else { data.len() };
             let pos = pos as usize;
             if f.written.len() < pos + take {
                 f.written.resize(pos + take, 0);
@@ -251,6 +266,9 @@ impl DiskFile for SimFile {
             f.written[pos..pos + take].copy_from_slice(&data[..take]);
             if enospc {
                 return Err(io::Error::from_raw_os_error(28));
+            }
+            if eio {
+                return Err(io::Error::from_raw_os_error(5));
             }
             Ok(())
         })

@@ -28,7 +28,7 @@ mod sim {
     use strand_sim::check;
     use strand_sim::scenario::{self, Options, Recorder};
 
-    const USAGE: &str = "usage: strand-sim sweep --seeds A..B | replay SEED [--trace] | determinism --seeds A..B | planted --seeds A..B | regressions | ci";
+    const USAGE: &str = "usage: strand-sim sweep --seeds A..B | replay SEED [--build ID] [--trace] | determinism --seeds A..B | planted --seeds A..B | regressions | ci";
     /// A run that needs more simulated time than this is a liveness failure.
     const SIM_TIME_LIMIT: Duration = Duration::from_secs(900);
 
@@ -141,6 +141,13 @@ mod sim {
         r
     }
 
+    /// This simulator build's identity: a checksum of its own executable. A seed reproduces
+    /// only on the build that found it.
+    pub fn build_id() -> String {
+        let exe = std::env::current_exe().and_then(std::fs::read).unwrap_or_default();
+        format!("{:08x}", crc32c::crc32c(&exe))
+    }
+
     fn report_failure(r: &RunResult) {
         println!("FAILED seed {}", r.seed);
         for (name, v) in r.violations.iter().take(10) {
@@ -150,7 +157,7 @@ mod sim {
         for e in r.trace.iter().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
             println!("    {e}");
         }
-        println!("  replay: sim/run replay {} --trace", r.seed);
+        println!("  replay: sim/run replay {} --build {} --trace", r.seed, build_id());
     }
 
     fn sweep(seeds: std::ops::Range<u64>, quiet: bool) -> (u64, Vec<u64>) {
@@ -238,6 +245,12 @@ mod sim {
             }
             "replay" => {
                 let seed: u64 = args.get(1).ok_or_else(|| format!("replay needs a seed\n{USAGE}"))?.parse().map_err(|_| format!("'{}' is not a seed", args[1]))?;
+                if let Some(wanted) = flag(&args, "--build") {
+                    let here = build_id();
+                    if wanted != here {
+                        return Err(format!("seed {seed} was found by simulator build {wanted}, but this is build {here}: the code changed, so the seed may not reproduce (check out the commit that found it, or sweep again)"));
+                    }
+                }
                 let r = run_seed(seed);
                 if args.iter().any(|a| a == "--trace") {
                     for e in &r.trace {
@@ -291,7 +304,7 @@ mod sim {
                 let (_, failed) = sweep(parse_seeds(&seeds)?, false);
                 let regressions = main(vec!["regressions".into()])?;
                 let deterministic = determinism(0..3);
-                let planted_seeds = std::env::var("STRAND_SIM_PLANTED_SEEDS").unwrap_or_else(|_| "0..200".into());
+                let planted_seeds = std::env::var("STRAND_SIM_PLANTED_SEEDS").unwrap_or_else(|_| "0..500".into());
                 let all_caught = planted(parse_seeds(&planted_seeds)?)?;
                 Ok(i32::from(!failed.is_empty() || regressions != 0 || !deterministic || !all_caught))
             }

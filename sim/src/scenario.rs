@@ -40,7 +40,13 @@ pub struct Options {
     pub liveness_secs: u64,
     pub crashes: bool,
     pub clogs: bool,
+    pub pauses: bool,
     pub skew: bool,
+    pub buggify: bool,
+    /// acks per producer: -1 (all), 1 or 0.
+    pub acks: Vec<i16>,
+    /// An admin client creating and deleting scratch topics.
+    pub admin: bool,
     pub disk: DiskFaults,
 }
 
@@ -58,10 +64,16 @@ impl Options {
             liveness_secs: 120,
             crashes: rng.gen_bool(0.8),
             clogs: rng.gen_bool(0.5),
+            pauses: rng.gen_bool(0.3),
             skew: rng.gen_bool(0.3),
+            buggify: rng.gen_bool(0.3),
+            acks: (0..3).map(|_| [-1i16, -1, 1, 0][rng.gen_range(0..4)]).collect(),
+            admin: rng.gen_bool(0.5),
             disk: DiskFaults {
                 sync_eio_per_mille: if disk_faults && rng.gen_bool(0.5) { rng.gen_range(1..=50) } else { 0 },
                 write_enospc_per_mille: if disk_faults && rng.gen_bool(0.5) { rng.gen_range(1..=50) } else { 0 },
+                write_eio_per_mille: if disk_faults && rng.gen_bool(0.3) { rng.gen_range(1..=30) } else { 0 },
+                read_corrupt_per_mille: if disk_faults && rng.gen_bool(0.3) { rng.gen_range(1..=20) } else { 0 },
                 latency_us_max: if rng.gen_bool(0.5) { rng.gen_range(10..=3000) } else { 0 },
             },
         }
@@ -100,12 +112,17 @@ fn values_for(producer: usize, batch: usize, n: usize, pad: usize) -> Vec<String
 }
 
 /// One produce attempt; Ok(Some(base_offset)) when acknowledged.
-async fn produce_once(client: &mut Client, values: &[String], now_ms: i64) -> anyhow::Result<Result<i64, i16>> {
+async fn produce_once(client: &mut Client, values: &[String], now_ms: i64, acks: i16) -> anyhow::Result<Result<i64, i16>> {
     let records: Vec<(Option<Bytes>, Bytes)> = values.iter().map(|v| (None, Bytes::from(v.clone()))).collect();
     let batch = strand::cli::produce::encode_batch(&records, now_ms)?;
-    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(5_000).with_topic_data(vec![TopicProduceData::default()
+    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(5_000).with_topic_data(vec![TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
         .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
+    if acks == 0 {
+        // No answer comes; offset -1 marks "sent, unacknowledged".
+        client.send_no_response(&request, 8).await?;
+        return Ok(Ok(-1));
+    }
     let response = tokio::time::timeout(Duration::from_secs(10), client.send_at(&request, 8))
         .await
         .map_err(|_| anyhow::anyhow!("produce timed out"))??;
@@ -122,6 +139,7 @@ async fn connect() -> Option<Client> {
 
 async fn producer(id: usize, opts: Options, rec: Shared, clock: SimClock) {
     let mut client: Option<Client> = None;
+    let acks = opts.acks[id % opts.acks.len()];
     // Spread the batches over the safety phase so faults hit a busy broker.
     let think_ms_max = (opts.safety_secs * 1000 * 3 / 2) / opts.batches_per_producer.max(1) as u64;
     for batch in 0..opts.batches_per_producer {
@@ -137,11 +155,15 @@ async fn producer(id: usize, opts: Options, rec: Shared, clock: SimClock) {
             }
             let outcome = match client.as_mut() {
                 None => None,
-                Some(c) => Some(produce_once(c, &values, strand::runtime::Clock::wall_ms(&clock)).await),
+                Some(c) => Some(produce_once(c, &values, strand::runtime::Clock::wall_ms(&clock), acks).await),
             };
             match outcome {
+                Some(Ok(Ok(-1))) => {
+                    event(&rec, format!("producer {id} batch {batch}: sent with acks=0"));
+                    break;
+                }
                 Some(Ok(Ok(base))) => {
-                    event(&rec, format!("producer {id} batch {batch}: acked at offset {base} (attempt {attempt})"));
+                    event(&rec, format!("producer {id} batch {batch}: acked (acks={acks}) at offset {base} (attempt {attempt})"));
                     rec.lock().expect("recorder lock").history.acked.push((base, values.clone()));
                     break;
                 }
@@ -165,6 +187,41 @@ async fn producer(id: usize, opts: Options, rec: Shared, clock: SimClock) {
     }
     event(&rec, format!("producer {id} done"));
     rec.lock().expect("recorder lock").history.unfinished.retain(|p| p != &format!("producer {id}"));
+}
+
+/// Create and delete scratch topics, recording acknowledged deletions.
+async fn admin_workload(rec: Shared, rounds: usize) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest};
+    let mut client: Option<Client> = None;
+    for n in 0..rounds {
+        let name = format!("scratch-{n}");
+        tokio::time::sleep(Duration::from_millis(madsim::rand::thread_rng().gen_range(100..=1500))).await;
+        if client.is_none() {
+            client = connect().await;
+        }
+        let Some(c) = client.as_mut() else { continue };
+        let create = CreateTopicsRequest::default().with_timeout_ms(5_000).with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.clone())))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        match tokio::time::timeout(Duration::from_secs(10), c.send_at(&create, 5)).await {
+            Ok(Ok(r)) => event(&rec, format!("admin: create {name}: error code {}", r.topics[0].error_code)),
+            _ => {
+                client = None;
+                continue;
+            }
+        }
+        let delete = DeleteTopicsRequest::default().with_timeout_ms(5_000).with_topic_names(vec![TopicName(StrBytes::from_string(name.clone()))]);
+        match tokio::time::timeout(Duration::from_secs(10), c.send_at(&delete, 4)).await {
+            Ok(Ok(r)) if r.responses[0].error_code == 0 => {
+                event(&rec, format!("admin: deleted {name}"));
+                rec.lock().expect("recorder lock").history.deleted_topics.push(name);
+            }
+            Ok(Ok(r)) => event(&rec, format!("admin: delete {name}: error code {}", r.responses[0].error_code)),
+            _ => client = None,
+        }
+    }
 }
 
 /// Read the partition from `from`, returning records, the high watermark, and whether the read
@@ -281,18 +338,30 @@ pub async fn run(opts: Options, rec: Shared) {
         let node = handle.create_node().name(format!("producer-{id}")).ip(IpAddr::from([10, 0, 1, id as u8 + 1])).build();
         producers.push(node.spawn(producer(id, opts, rec, clock)));
     }
+    let admin_task = if opts.admin {
+        let node = handle.create_node().name("admin-workload").ip(IpAddr::from([10, 0, 5, 1])).build();
+        Some(node.spawn(admin_workload(rec.clone(), 10)))
+    } else {
+        None
+    };
     let consumer_node = handle.create_node().name("consumer").ip(IpAddr::from([10, 0, 2, 1])).build();
     let consumer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let consumer_task = consumer_node.spawn(consumer(rec.clone(), consumer_stop.clone()));
 
     // Safety phase: the nemesis.
     disk.set_faults(opts.disk.clone());
+    if opts.buggify {
+        madsim::buggify::enable();
+    }
+    if opts.skew {
+        clock.set_drift_ppm(madsim::rand::thread_rng().gen_range(-500..=500));
+    }
     let net = madsim::net::NetSim::current();
     let safety_end = tokio::time::Instant::now() + Duration::from_secs(opts.safety_secs);
     while tokio::time::Instant::now() < safety_end {
         let wait = madsim::rand::thread_rng().gen_range(200..=3000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let choice = madsim::rand::thread_rng().gen_range(0..4);
+        let choice = madsim::rand::thread_rng().gen_range(0..5);
         match choice {
             0 if opts.crashes => {
                 event(&rec, "nemesis: kill broker, lose unsynced writes".into());
@@ -313,6 +382,14 @@ pub async fn run(opts: Options, rec: Shared) {
                 net.unclog_node(broker.id());
                 event(&rec, "nemesis: unclog broker".into());
             }
+            3 if opts.pauses => {
+                event(&rec, "nemesis: pause broker".into());
+                handle.pause(broker.id());
+                let t = madsim::rand::thread_rng().gen_range(100..=3000);
+                tokio::time::sleep(Duration::from_millis(t)).await;
+                handle.resume(broker.id());
+                event(&rec, "nemesis: resume broker".into());
+            }
             2 if opts.skew => {
                 let skew = madsim::rand::thread_rng().gen_range(-60_000..=60_000);
                 event(&rec, format!("nemesis: broker wall clock skew {skew} ms"));
@@ -323,7 +400,9 @@ pub async fn run(opts: Options, rec: Shared) {
     }
     // Heal.
     event(&rec, "heal: faults off".into());
+    madsim::buggify::disable();
     disk.set_faults(DiskFaults::default());
+    clock.set_drift_ppm(0);
     net.unclog_node(broker.id());
     clock.set_skew_ms(0);
     // A partition failed by a disk error stays failed until restart (by design), and a broker
@@ -338,6 +417,12 @@ pub async fn run(opts: Options, rec: Shared) {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let _ = tokio::time::timeout(remaining, p).await;
     }
+    if let Some(task) = admin_task {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(remaining, task).await.is_err() {
+            rec.lock().expect("recorder lock").history.unfinished.push("admin".into());
+        }
+    }
     consumer_stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = tokio::time::timeout(Duration::from_secs(15), consumer_task).await;
 
@@ -349,6 +434,19 @@ pub async fn run(opts: Options, rec: Shared) {
             let mut log = Vec::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             let mut client = None;
+            loop {
+                if tokio::time::Instant::now() > deadline {
+                    return Err("final metadata did not complete".to_string());
+                }
+                if let Some(mut c) = connect().await {
+                    if let Ok(md) = strand::cli::topic::metadata(&mut c, None, false).await {
+                        let names = md.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.as_str().to_string())).collect();
+                        rec2.lock().expect("recorder lock").history.final_topics = names;
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             loop {
                 if tokio::time::Instant::now() > deadline {
                     return Err(format!("final read did not complete; {} records read", log.len()));

@@ -196,7 +196,15 @@ impl PartitionLog {
         let log_end_offset = segments.last().expect("non-empty").next_offset;
         let first_base = segments[0].base_offset;
         let log_start_offset = start_checkpoint.unwrap_or(first_base).max(first_base).min(log_end_offset);
-        let log = PartitionLog { rt, dir, config, segments, log_start_offset, durable_offset: log_end_offset, failed: None };
+        #[cfg(feature = "planted-bugs")]
+        let durable_offset = if crate::runtime::planted("high-watermark-back") && log_end_offset > log_start_offset {
+            log_end_offset - 1 // Planted bug: the high watermark restarts below what was visible.
+        } else {
+            log_end_offset
+        };
+        #[cfg(not(feature = "planted-bugs"))]
+        let durable_offset = log_end_offset;
+        let log = PartitionLog { rt, dir, config, segments, log_start_offset, durable_offset, failed: None };
         log.check_invariants();
         Ok(log)
     }
@@ -383,7 +391,10 @@ impl PartitionLog {
                 if budget == 0 {
                     break 'segments;
                 }
-                let want = (seg.size_bytes - pos).min((budget + READ_SLACK_BYTES) as u64) as usize;
+                let mut want = (seg.size_bytes - pos).min((budget + READ_SLACK_BYTES) as u64) as usize;
+                if crate::buggify!() {
+                    want = want.min(100); // a short read window: exercises the one-batch path
+                }
                 let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
                 let (mut batches, _) = split_batches(&buf).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
                 if batches.is_empty() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Error, Result};
-use crate::protocol::batch::{split_batches, split_valid_prefix, BatchView};
+use crate::protocol::batch::{split_valid_prefix, BatchView};
 use crate::runtime::{DiskFile, Runtime};
 
 pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
@@ -190,7 +190,8 @@ impl Segment {
 
 /// Validate every batch of a segment file from the start and rebuild the segment's state.
 /// Stops at the first torn, corrupt or out-of-sequence batch and returns the valid length, so
-/// the caller can cut the tail. Reads in bounded chunks.
+/// the caller can cut the tail. Reads in bounded chunks. A problem is believed only if a fresh
+/// read from the same position shows it again: a transient read error must not cut synced data.
 pub async fn scan(
     rt: &Runtime,
     base_offset: i64,
@@ -198,60 +199,57 @@ pub async fn scan(
     index_interval_bytes: u64,
 ) -> Result<(Segment, Option<String>)> {
     const CHUNK_BYTES: usize = 1 << 20;
+    let _ = rt;
     let path = file.path().to_path_buf();
     let io = |source| Error::Io { path: path.clone(), source };
     let len = file.len().await.map_err(io)?;
     let mut seg = Segment::new(base_offset, file.clone());
     let mut pos = 0u64;
-    let mut problem = None;
-    let _ = rt;
-    'outer: while pos < len {
+    let mut retried_at: Option<u64> = None;
+    let problem = loop {
+        if pos >= len {
+            break None;
+        }
         let want = (len - pos).min(CHUNK_BYTES as u64) as usize;
         let mut buf = file.read_at(pos, want).await.map_err(io)?;
-        // A bad length field stops the scan there, but every whole batch before it counts.
-        let (batches, covered, bad_length) = split_valid_prefix(&buf);
-        if batches.is_empty() {
-            if let Some(e) = bad_length {
-                problem = Some(format!("at position {pos}: {e}"));
-                break;
+        let (mut batches, _, mut stop) = split_valid_prefix(&buf);
+        let mut stop_message = stop.as_ref().map(|e| e.to_string());
+        if batches.is_empty() && stop.is_none() {
+            // Either one batch larger than the chunk, or a torn tail.
+            let total = if buf.len() >= crate::protocol::batch::LOG_OVERHEAD_BYTES {
+                crate::protocol::batch::LOG_OVERHEAD_BYTES as u64 + u64::from(u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")))
+            } else {
+                u64::MAX
+            };
+            if pos.saturating_add(total) <= len && total as usize > buf.len() {
+                buf = file.read_at(pos, total as usize).await.map_err(io)?;
+                (batches, _, stop) = split_valid_prefix(&buf);
+                stop_message = stop.as_ref().map(|e| e.to_string());
+            }
+            if batches.is_empty() && stop_message.is_none() {
+                stop_message = Some(format!("torn batch ({} bytes left)", len - pos));
             }
         }
-        if batches.is_empty() {
-            // Either a batch larger than the chunk, or a torn tail.
-            if buf.len() >= crate::protocol::batch::LOG_OVERHEAD_BYTES {
-                let total = crate::protocol::batch::LOG_OVERHEAD_BYTES as u64
-                    + u64::from(u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")));
-                if pos + total <= len && total as usize > buf.len() {
-                    buf = file.read_at(pos, total as usize).await.map_err(io)?;
-                    let (batches, _) = split_batches(&buf).unwrap_or_default();
-                    if let Some(b) = batches.first() {
-                        if let Err(p) = check(b, &seg, pos) {
-                            problem = Some(p);
-                            break 'outer;
-                        }
-                        seg.note_batch(b, pos, index_interval_bytes);
-                        pos += b.size_bytes() as u64;
-                        continue;
-                    }
-                }
-            }
-            problem = Some(format!("at position {pos}: torn batch ({} bytes left)", len - pos));
-            break;
-        }
+        let before = pos;
         for b in &batches {
             if let Err(p) = check(b, &seg, pos) {
-                problem = Some(p);
-                break 'outer;
+                stop_message = Some(p);
+                break;
             }
             seg.note_batch(b, pos, index_interval_bytes);
             pos += b.size_bytes() as u64;
         }
-        let _ = covered;
-        if let Some(e) = bad_length {
-            problem = Some(format!("at position {pos}: {e}"));
-            break;
+        if let Some(message) = stop_message {
+            if retried_at != Some(pos) {
+                retried_at = Some(pos);
+                continue; // read again from `pos` before believing it
+            }
+            break Some(format!("at position {pos}: {message}"));
         }
-    }
+        if pos == before {
+            break Some(format!("at position {pos}: no progress"));
+        }
+    };
     Ok((seg, problem))
 }
 
@@ -262,10 +260,10 @@ fn check(b: &BatchView<'_>, seg: &Segment, pos: u64) -> std::result::Result<(), 
     #[cfg(not(feature = "planted-bugs"))]
     let skip_crc = false;
     if !skip_crc {
-        b.validate(pos as usize).map_err(|e| format!("at position {pos}: {e}"))?;
+        b.validate(pos as usize).map_err(|e| e.to_string())?;
     }
     if b.base_offset() != seg.next_offset {
-        return Err(format!("at position {pos}: batch base offset {} where {} was expected", b.base_offset(), seg.next_offset));
+        return Err(format!("batch base offset {} where {} was expected", b.base_offset(), seg.next_offset));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! Invariants kept here: a `Disk` never reports data durable unless `sync_data` returned `Ok`
 //! for it; a `Clock`'s monotonic reading never goes back.
 
+pub mod buggify;
 pub mod clock;
 pub mod disk;
 #[cfg(feature = "planted-bugs")]

@@ -5,14 +5,15 @@
 //! Names: `ack-before-fsync` (the group-commit flusher publishes the high watermark, and so
 //! answers acks, before it syncs), `skip-recovery-crc` (recovery trusts batches without
 //! checking their CRC), `torn-tail-off-by-one` (recovery cuts a torn tail one byte into the
-//! last valid batch).
+//! last valid batch), `high-watermark-back` (after a restart the high watermark starts one
+//! below what was already visible).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
 
 use std::sync::RwLock;
 
-pub const PLANTED_BUGS: &[&str] = &["ack-before-fsync", "skip-recovery-crc", "torn-tail-off-by-one"];
+pub const PLANTED_BUGS: &[&str] = &["ack-before-fsync", "skip-recovery-crc", "torn-tail-off-by-one", "high-watermark-back"];
 
 static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);
 

@@ -77,7 +77,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut
             Some(x) => x,
             None => break,
         };
-        if matches!(reply, Reply::Close) {
+        if matches!(reply, Reply::Close) || crate::buggify!() {
             break;
         }
         let pending = Pending { api_key, api_version, correlation_id, reply, _bytes: permit };

@@ -80,6 +80,9 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Re
             rx
         })
         .collect();
+    if crate::buggify!() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (response, bytes, errors) = read_all(&targets, max_bytes, read_committed).await;
     if max_wait.is_zero() || bytes >= min_bytes || errors || watches.is_empty() {
         return Reply::Now(ResponseKind::Fetch(response));
