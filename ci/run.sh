@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # THE test command (README.md: "ci/run.sh"). CI runs it through .ci/run on a clean clone.
-#   1. install test tools (kcat, kafka-python)
-#   2. every unit, property and integration test: cargo test --workspace
-#   3. build the broker under the simulator (--cfg madsim, its own target dir) and run a
-#      bounded sweep, the regression seeds, the determinism check and the planted bugs
+#   1. install test tools (kcat, kafka-python): ci/setup.sh
+#   2. every unit, property and integration test: cargo test --workspace (the integration tests
+#      in tests/ run the real `strand broker` binary against rdkafka, kafka-python and kcat)
+#   3. the log property test must catch the planted bugs it can see
+#   4. the library under the simulator: RUSTFLAGS="--cfg madsim" cargo build --workspace --lib
+#      (its own target dir)
+#   5. the simulator (sim/run ci: bounded sweep, regression seeds, determinism, planted bugs),
+#      when sim/run exists and is executable
+# Target dirs persist between runs: CARGO_TARGET_DIR (default ~/.cache/strand/target) and
+# STRAND_SIM_TARGET_DIR (default ~/.cache/strand/target-sim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,24 +17,55 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strand/target}"
 SIM_TARGET_DIR="${STRAND_SIM_TARGET_DIR:-$HOME/.cache/strand/target-sim}"
 export CARGO_TERM_COLOR=never
 started=$(date +%s)
+logs=$(mktemp -d "${TMPDIR:-/tmp}/strand-ci.XXXXXX")
+summary=()
 
-echo "== setup"
+step() { # step NAME: print a header and remember when it started
+  step_name=$1; step_started=$(date +%s)
+  echo; echo "== $1"
+}
+done_step() { summary+=("$(printf '%-60s %4d s  %s' "$step_name" $(( $(date +%s) - step_started )) "${1:-ok}")"); }
+print_summary() {
+  echo; echo "== summary (logs in $logs)"
+  printf '  %s\n' "${summary[@]}"
+}
+trap 'status=$?; if [ $status -ne 0 ]; then summary+=("$(printf "%-60s FAILED (exit %d)" "${step_name:-?}" $status)"); print_summary; fi' EXIT
+
+step "setup (kcat, kafka-python)"
 ci/setup.sh
+done_step
 
-echo "== cargo test --workspace (target dir $CARGO_TARGET_DIR)"
-cargo test --workspace --locked 2>&1 | tee /tmp/strand-ci-test.log
-grep -q "test result:" /tmp/strand-ci-test.log || { echo "ci/run.sh: no tests ran"; exit 1; }
+step "cargo test --workspace"
+echo "target dir $CARGO_TARGET_DIR"
+cargo test --workspace --locked 2>&1 | tee "$logs/test.log"
+passed=$(grep -o '[0-9]* passed' "$logs/test.log" | awk '{s+=$1} END {print s+0}')
+suites=$(grep -c '^test result:' "$logs/test.log" || true)
+[ "$suites" -gt 0 ] || { echo "ci/run.sh: no tests ran"; exit 1; }
+done_step "$passed tests passed in $suites suites"
 
-echo "== planted bugs: the log property test must catch each one it can see"
+step "planted bugs vs proptests/tests/log_model.rs"
 for bug in torn-tail-off-by-one skip-recovery-crc; do
-  if STRAND_PLANTED_BUGS=$bug cargo test -p strand-proptests --features planted-bugs --locked >/tmp/strand-ci-planted.log 2>&1; then
+  if STRAND_PLANTED_BUGS=$bug cargo test -p strand-proptests --features planted-bugs --locked >"$logs/planted-$bug.log" 2>&1; then
     echo "ci/run.sh: planted bug '$bug' was NOT caught by proptests/tests/log_model.rs"; exit 1
   fi
-  grep -q "minimal failing input" /tmp/strand-ci-planted.log || { echo "ci/run.sh: planted bug '$bug' run failed without a proptest failure:"; tail -20 /tmp/strand-ci-planted.log; exit 1; }
+  grep -q "minimal failing input" "$logs/planted-$bug.log" || { echo "ci/run.sh: planted bug '$bug' run failed without a proptest failure:"; tail -20 "$logs/planted-$bug.log"; exit 1; }
   echo "planted bug '$bug': caught"
 done
+done_step
 
-echo "== simulator (RUSTFLAGS=--cfg madsim, target dir $SIM_TARGET_DIR): build, sweep, regressions, determinism, planted bugs"
-STRAND_SIM_TARGET_DIR="$SIM_TARGET_DIR" sim/run ci
+step "simulator build: --cfg madsim, cargo build --workspace --lib"
+echo "target dir $SIM_TARGET_DIR"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo build --workspace --lib --locked
+done_step
 
-echo "== ci/run.sh passed in $(( $(date +%s) - started )) s"
+if [ -x sim/run ]; then
+  step "simulator: sim/run ci"
+  STRAND_SIM_TARGET_DIR="$SIM_TARGET_DIR" sim/run ci 2>&1 | tee "$logs/sim.log"
+  done_step
+else
+  summary+=("$(printf '%-60s skipped (no executable sim/run)' 'simulator: sim/run ci')")
+fi
+
+summary+=("$(printf '%-60s %4d s' 'total' $(( $(date +%s) - started )))")
+print_summary
+echo "ci/run.sh: passed"

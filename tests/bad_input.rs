@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{strand_bin, Broker};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -64,27 +66,58 @@ fn read_response(s: &mut TcpStream) -> Bytes {
     Bytes::from(body)
 }
 
-async fn produce_and_consume(addr: &str, topic: &str, value: &str) {
-    let p: FutureProducer = ClientConfig::new().set("bootstrap.servers", addr).set("acks", "all").create().unwrap();
-    let d = p.send(FutureRecord::<(), _>::to(topic).payload(value), Duration::from_secs(30)).await.unwrap_or_else(|(e, _)| panic!("{e}"));
-    // No group coordinator yet (consumer groups are a later issue): no auto-commit, or close waits for one.
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "bad-input")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, d.partition, Offset::Offset(d.offset)).unwrap();
-    c.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(std::time::Instant::now() < deadline, "record not consumed back");
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            assert_eq!(m.payload(), Some(value.as_bytes()));
-            return;
+/// One rdkafka producer and one consumer, each on its own connection, kept open across the
+/// bad input sent on other connections. Everything goes to partition 0 of `topic`.
+struct Steady {
+    topic: String,
+    producer: FutureProducer,
+    consumer: BaseConsumer,
+}
+
+impl Steady {
+    fn new(addr: &str, topic: &str) -> Steady {
+        let producer = ClientConfig::new().set("bootstrap.servers", addr).set("acks", "all").create().unwrap();
+        // No group coordinator yet (consumer groups are a later issue): assign, no auto-commit.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", addr)
+            .set("group.id", "bad-input")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        Steady { topic: topic.to_string(), producer, consumer }
+    }
+
+    /// Produce `value` with acks=all and return its offset.
+    async fn produce(&self, value: &str) -> i64 {
+        let d = self
+            .producer
+            .send(FutureRecord::<(), _>::to(&self.topic).partition(0).payload(value), Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {value:?}: {e}"));
+        assert_eq!(d.partition, 0);
+        d.offset
+    }
+
+    /// The next record the consumer sees must be `value` at `offset`.
+    fn expect_next(&self, offset: i64, value: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "{value:?} at offset {offset} not consumed within 30 s");
+            if let Some(m) = self.consumer.poll(Duration::from_millis(200)) {
+                let m = m.unwrap_or_else(|e| panic!("consume: {e}"));
+                assert_eq!((m.offset(), m.payload()), (offset, Some(value.as_bytes())));
+                return;
+            }
         }
+    }
+
+    async fn round_trip(&self, value: &str) -> i64 {
+        let offset = self.produce(value).await;
+        self.expect_next(offset, value);
+        offset
     }
 }
 
@@ -92,7 +125,8 @@ async fn produce_and_consume(addr: &str, topic: &str, value: &str) {
 async fn garbage_closes_only_that_connection() {
     let mut broker = Broker::start("garbage");
     let addr = broker.addr();
-    produce_and_consume(&addr, "steady", "before").await;
+    let steady = Steady::new(&addr, "steady");
+    assert_eq!(steady.round_trip("before").await, 0);
     let huge_api_array = {
         // A Metadata v1 request whose topics array claims 2^31-1 entries.
         let mut b = BytesMut::new();
@@ -108,42 +142,87 @@ async fn garbage_closes_only_that_connection() {
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("frame length 0x7fffffff", 0x7fff_ffffi32.to_be_bytes().to_vec()),
+        ("frame length 0x7fffffff with some body", { let mut v = 0x7fff_ffffi32.to_be_bytes().to_vec(); v.extend([0xab; 4096]); v }),
         ("negative frame length", (-5i32).to_be_bytes().to_vec()),
-        ("unknown api key", { let mut v = 10i32.to_be_bytes().to_vec(); v.extend_from_slice(&[0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0xff, 0xff]); v }),
+        // api key 9999, version 0, correlation id 1, null client id
+        ("unknown api key 9999", { let mut v = 10i32.to_be_bytes().to_vec(); v.extend_from_slice(&[0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0xff, 0xff]); v }),
         ("random bytes", { let mut v = 64i32.to_be_bytes().to_vec(); v.extend((0..64u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)); v }),
         ("array length 2^31", huge_api_array),
+        // Produce v1: below the supported range (3+)
         ("unsupported produce version", { let mut v = 10i32.to_be_bytes().to_vec(); v.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff]); v }),
     ];
     for (what, payload) in cases {
         let mut s = TcpStream::connect(&addr).unwrap();
         send_frame(&mut s, &payload);
         assert!(closed_by_broker(&mut s), "{what}: connection should be closed");
-        assert!(broker.is_running(), "{what}: broker died");
+        assert!(broker.is_running(), "{what}: broker died:\n{}", broker.log_tail());
     }
-    produce_and_consume(&addr, "steady", "after").await;
+    // The same client connections still work.
+    assert_eq!(steady.round_trip("after").await, 1);
     assert!(broker.is_running());
+}
+
+fn batch(values: &[&'static str]) -> Vec<u8> {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from_static(v.as_bytes())),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    buf.to_vec()
+}
+
+/// Send a Produce v8 for partition 0 of `topic` on `s`; returns (error code, base offset).
+fn raw_produce(s: &mut TcpStream, topic: &'static str, correlation_id: i32, records: Vec<u8>) -> (i16, i64) {
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str(topic)))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records)))])]);
+    s.write_all(&request(ApiKey::Produce, 8, correlation_id, &req)).unwrap();
+    let mut resp = read_response(s);
+    let header = ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(8)).unwrap();
+    assert_eq!(header.correlation_id, correlation_id);
+    let resp = ProduceResponse::decode(&mut resp, 8).unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_batch_gets_corrupt_message_and_nothing_is_lost() {
     let broker = Broker::start("corrupt-batch");
     let addr = broker.addr();
-    produce_and_consume(&addr, "victim", "good-1").await;
-    let mut batch = strand::protocol::batch::build_simple_batch(0, 1000, &[b"evil"]).to_vec();
-    let last = batch.len() - 1;
-    batch[last] ^= 0x01;
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(TopicName(StrBytes::from_static_str("victim")))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch)))])]);
+    let steady = Steady::new(&addr, "victim");
+    assert_eq!(steady.round_trip("good-1").await, 0);
     let mut s = TcpStream::connect(&addr).unwrap();
-    s.write_all(&request(ApiKey::Produce, 8, 42, &req)).unwrap();
-    let mut resp = read_response(&mut s);
-    let header = ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(8)).unwrap();
-    assert_eq!(header.correlation_id, 42);
-    let resp = ProduceResponse::decode(&mut resp, 8).unwrap();
-    assert_eq!(resp.responses[0].partition_responses[0].error_code, 2, "CORRUPT_MESSAGE");
-    // Same connection and topic still work.
-    produce_and_consume(&addr, "victim", "good-2").await;
+    // The CRC covers everything after it: flip the last byte (inside the last record) and,
+    // separately, one attributes bit.
+    let mut flipped_tail = batch(&["evil-1", "evil-2"]);
+    let last = flipped_tail.len() - 1;
+    flipped_tail[last] ^= 0x01;
+    assert_eq!(raw_produce(&mut s, "victim", 42, flipped_tail).0, 2, "CORRUPT_MESSAGE for a flipped last byte");
+    let mut flipped_attributes = batch(&["evil-3"]);
+    flipped_attributes[21] ^= 0x01; // attributes are bytes 21..23 (big-endian): bit 8, unused, so only the CRC can tell
+    assert_eq!(raw_produce(&mut s, "victim", 43, flipped_attributes).0, 2, "CORRUPT_MESSAGE for a flipped attributes bit");
+    // The same raw connection and the same partition take good data afterwards, at the next offset.
+    assert_eq!(raw_produce(&mut s, "victim", 44, batch(&["good-raw"])), (0, 1));
+    steady.expect_next(1, "good-raw");
+    assert_eq!(steady.round_trip("good-2").await, 2);
+    // Nothing of the corrupt batches was stored.
+    assert!(steady.consumer.poll(Duration::from_millis(500)).is_none(), "unexpected record after good-2");
 }
 
 #[test]
@@ -164,31 +243,52 @@ fn api_versions_unknown_version_gets_v0_fallback() {
     assert!(body.api_keys.iter().any(|k| k.api_key == ApiKey::ApiVersions as i16 && k.max_version >= 3));
 }
 
+/// Run `strand ARGS` in a scratch working directory (so a default `./data` lands there), bounded
+/// by `timeout 30`; returns (exit code, stderr).
 fn run_strand(args: &[&str]) -> (i32, String) {
-    let out = Command::new(strand_bin()).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    let cwd = common::unique_temp_dir("cli-cwd");
+    let out = Command::new("timeout").arg("30").arg(strand_bin()).args(args).current_dir(&cwd).output().unwrap();
+    let _ = std::fs::remove_dir_all(&cwd);
+    let code = out.status.code().unwrap_or(-1);
+    assert_ne!(code, 124, "strand {args:?} still running after 30 s");
+    (code, String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 #[test]
 fn bad_flags_and_config_are_one_line_errors() {
+    // A flag clap rejects: its usage error is one "error:" line naming the value, plus clap's
+    // "For more information, try '--help'." hint.
     let (code, err) = run_strand(&["broker", "--listen", "not-an-address"]);
     assert_ne!(code, 0);
-    assert!(err.contains("not-an-address"), "{err}");
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.contains("not-an-address")).collect();
+    assert_eq!(error_lines.len(), 1, "{err}");
+    assert!(!err.contains("panicked") && err.lines().filter(|l| !l.trim().is_empty()).count() <= 2, "{err}");
+    // A well-formed address the broker cannot bind (taken): exits non-zero with one line.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let data = common::unique_temp_dir("taken-port");
+    let (code, err) = run_strand(&["broker", "--listen", &taken_addr, "--data-dir", data.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&taken_addr), "{err}");
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&data);
     let (code, err) = run_strand(&["broker", "--config", "/nonexistent/strand.toml"]);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/strand.toml"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    let dir = std::env::temp_dir().join(format!("strand-badcfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::unique_temp_dir("badcfg");
     let cfg = dir.join("strand.toml");
     std::fs::write(&cfg, "num_partitions = 0\n").unwrap();
     let (code, err) = run_strand(&["broker", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("num_partitions"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     std::fs::write(&cfg, "retention_forever = true\n").unwrap();
     let (code, err) = run_strand(&["broker", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("retention_forever"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     let _ = std::fs::remove_dir_all(&dir);
     let (code, _) = run_strand(&["broker", "--no-such-flag"]);
     assert_eq!(code, 2);

@@ -103,18 +103,28 @@ async fn three_partitions_100k_keyed_records_with_headers() {
         futures.push(p.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
     }
     let mut by_position: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    let mut key_partition_acked: BTreeMap<usize, i32> = BTreeMap::new();
     for (i, f) in futures.into_iter().enumerate() {
         let d = f.await.expect("delivery future").unwrap_or_else(|(e, _)| panic!("record {i} failed: {e}"));
+        let expected_partition = *key_partition_acked.entry(i % 997).or_insert(d.partition);
+        assert_eq!(d.partition, expected_partition, "key-{} acknowledged on two partitions", i % 997);
         assert!(by_position.insert((d.partition, d.offset), i).is_none(), "two records acknowledged at one offset");
     }
     let records = consume_all(&addr, "orders", 3, N, Duration::from_secs(120));
     let mut key_partition: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
     let mut next_offset = [0i64; 3];
+    // Index (in production order) of the last record read from each partition.
+    let mut last_produced: [Option<usize>; 3] = [None; 3];
     for (partition, offset, key, value, headers) in &records {
         // Dense, in order, per partition.
         assert_eq!(*offset, next_offset[*partition as usize], "partition {partition}");
         next_offset[*partition as usize] += 1;
-        let i = by_position[&(*partition, *offset)];
+        let i = *by_position.get(&(*partition, *offset)).unwrap_or_else(|| panic!("record at {partition}/{offset} was never acknowledged"));
+        // Each partition holds its records in the order they were produced.
+        if let Some(prev) = last_produced[*partition as usize] {
+            assert!(i > prev, "partition {partition}: record {i} stored after record {prev}");
+        }
+        last_produced[*partition as usize] = Some(i);
         assert_eq!(key.as_deref(), Some(format!("key-{}", i % 997).as_bytes()));
         assert_eq!(value.as_deref(), Some(format!("value-{i}").as_bytes()));
         assert_eq!(headers, &vec![("seq".to_string(), i.to_string().into_bytes()), ("origin".to_string(), b"rdkafka".to_vec())]);
