@@ -76,10 +76,12 @@ impl ServerHandle {
 pub async fn start(rt: Runtime, config: BrokerConfig) -> anyhow::Result<ServerHandle> {
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let defaults = config.topic_defaults().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let topics = TopicRegistry::open(rt.clone(), config.data_dir.clone(), defaults).await?;
+    // Bind first: a broker that cannot listen fails before it writes anything to the data
+    // directory. Clients connecting meanwhile wait in the backlog until recovery is done.
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let topics = TopicRegistry::open(rt.clone(), config.data_dir.clone(), defaults).await?;
     let local_addr = listener.local_addr()?;
     let advertised = match &config.advertised_listener {
         Some(_) => config.advertised(),
