@@ -97,6 +97,19 @@ fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
     Some((topic, p))
 }
 
+/// Whether a file name is one strand writes in a partition directory.
+fn is_partition_file(name: &str) -> bool {
+    let segment = |ext: &str| {
+        name.strip_suffix(ext).is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+    };
+    segment(".log")
+        || segment(".index")
+        || segment(".timeindex")
+        || name == "recovery-checkpoint"
+        || name == "log-start-offset"
+        || name.ends_with(".swap")
+}
+
 impl TopicRegistry {
     /// Load the metadata file (or start a new cluster), open every partition, remove leftovers.
     pub async fn open(rt: Runtime, data_dir: PathBuf, defaults: TopicConfig) -> anyhow::Result<TopicRegistry> {
@@ -146,8 +159,15 @@ impl TopicRegistry {
             if let Some((topic, p)) = parse_partition_dir(&name) {
                 let owned = opened.get(topic).is_some_and(|t| p >= 0 && (p as usize) < t.partitions.len());
                 if !owned {
-                    tracing::warn!(dir = %name, "removing partition directory that no topic owns");
-                    rt.disk.remove_dir_all(&data_dir.join(&name)).await?;
+                    let dir = data_dir.join(&name);
+                    let entries = rt.disk.list(&dir).await.unwrap_or_default();
+                    if entries.iter().all(|e| is_partition_file(e)) {
+                        tracing::warn!(dir = %name, "removing partition directory that no topic owns");
+                        rt.disk.remove_dir_all(&dir).await?;
+                    } else {
+                        // Not ours (or not only ours): never delete what strand did not write.
+                        tracing::warn!(dir = %name, "leaving a directory that looks like a partition but holds other files");
+                    }
                 }
             }
         }
@@ -439,6 +459,30 @@ mod tests {
         assert_eq!(parse_partition_dir("my-topic-12"), Some(("my-topic", 12)));
         assert_eq!(parse_partition_dir("strand.meta"), None);
         assert_eq!(parse_partition_dir("x-y"), None);
+    }
+
+    #[test]
+    fn only_strand_files_count_as_partition_files() {
+        assert!(is_partition_file("00000000000000001234.log"));
+        assert!(is_partition_file("00000000000000001234.timeindex"));
+        assert!(is_partition_file("recovery-checkpoint"));
+        assert!(!is_partition_file("notes.txt"));
+        assert!(!is_partition_file("1234.log"));
+    }
+
+    #[tokio::test]
+    async fn unowned_directories_with_foreign_files_are_left_alone() {
+        let dir = std::env::temp_dir().join(format!("strand-registry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("backup-2")).unwrap();
+        std::fs::write(dir.join("backup-2/notes.txt"), "mine").unwrap();
+        std::fs::create_dir_all(dir.join("stale-0")).unwrap();
+        std::fs::write(dir.join("stale-0/00000000000000000000.log"), "").unwrap();
+        let registry = TopicRegistry::open(Runtime::real(), dir.clone(), TopicConfig::default()).await.unwrap();
+        assert!(dir.join("backup-2/notes.txt").exists(), "a foreign file was deleted");
+        assert!(!dir.join("stale-0").exists(), "an orphan partition directory was kept");
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
