@@ -77,3 +77,59 @@ fn topic_produce_consume_describe_delete() {
     let (ok, _, err) = strand(&broker, &["topic", "describe", "cli-orders"], None);
     assert!(!ok && err.contains("UnknownTopicOrPartition"), "{err}");
 }
+
+/// The client library's pipeline against an in-process broker: many produce requests in flight
+/// on one connection, answered in order, interleaved with acks=0 requests that get no answer.
+#[test]
+fn pipelined_produce_in_process() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use strand::runtime::Runtime;
+
+    let dir = common::unique_temp_dir("pipeline");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = strand::config::BrokerConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.join("data"), ..Default::default() };
+        let server = strand::server::start(Runtime::real(), config).await.unwrap();
+        let addr = server.local_addr().to_string();
+        let mut client = strand::client::Client::connect(&addr).await.unwrap();
+        let topic = CreatableTopic::default().with_name(TopicName(StrBytes::from_static_str("piped"))).with_num_partitions(1).with_replication_factor(1);
+        let (_, r) = client.send(&CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000), 7).await.unwrap();
+        assert_eq!(r.topics[0].error_code, 0);
+
+        let request = |acks: i16| {
+            let values: Vec<(Option<bytes::Bytes>, bytes::Bytes)> = (0..10).map(|i| (None, bytes::Bytes::from(format!("v{i}")))).collect();
+            let batch = strand::cli::produce::encode_batch(&values, 1).unwrap();
+            ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("piped")))
+                .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])])
+        };
+        let (mut writer, mut reader) = client.into_pipeline(8, Runtime::real().clock);
+        let version = writer.version_for::<ProduceRequest>(9).unwrap();
+        let reading = tokio::spawn(async move {
+            let mut base_offsets = Vec::new();
+            while let Some((r, _latency)) = reader.recv::<ProduceRequest>().await.unwrap() {
+                let p = &r.responses[0].partition_responses[0];
+                assert_eq!(p.error_code, 0);
+                base_offsets.push(p.base_offset);
+            }
+            base_offsets
+        });
+        for i in 0..100 {
+            if i % 10 == 5 {
+                writer.send_no_response(&request(0), version).await.unwrap();
+            }
+            writer.send(&request(-1), version).await.unwrap();
+        }
+        drop(writer);
+        let base_offsets = reading.await.unwrap();
+        assert_eq!(base_offsets.len(), 100);
+        assert!(base_offsets.windows(2).all(|w| w[0] < w[1]), "{base_offsets:?}");
+        // 100 acked and 10 unacked batches of 10 records, in send order on one connection.
+        assert_eq!(*base_offsets.last().unwrap(), 1090);
+        server.shutdown().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,11 +10,14 @@ use anyhow::{anyhow, bail};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::cli::ConsumeArgs;
+use crate::client::records::decode_fetched;
 use crate::client::{error_name, Client};
 use crate::runtime::Runtime;
+
+/// Bytes asked for per partition per fetch (Kafka's `max.partition.fetch.bytes` default).
+const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
 
 pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let runtime = crate::cli::tokio_runtime()?;
@@ -53,7 +56,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                 .with_session_epoch(-1)
                 .with_topics(vec![FetchTopic::default()
                     .with_topic(TopicName(StrBytes::from_string(args.topic.clone())))
-                    .with_partitions(next.iter().map(|(p, o)| FetchPartition::default().with_partition(*p).with_fetch_offset(*o).with_partition_max_bytes(1024 * 1024)).collect())]);
+                    .with_partitions(next.iter().map(|(p, o)| FetchPartition::default().with_partition(*p).with_fetch_offset(*o).with_partition_max_bytes(PARTITION_MAX_BYTES)).collect())]);
             let response = client.send_at(&request, version).await?;
             if response.error_code != 0 {
                 bail!("fetch: {}", error_name(response.error_code));
@@ -64,30 +67,32 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                     if p.error_code != 0 {
                         bail!("{}-{}: fetch: {}", args.topic, p.partition_index, error_name(p.error_code));
                     }
-                    let Some(mut records) = p.records.clone() else { continue };
-                    let sets = RecordBatchDecoder::decode_all(&mut records).map_err(|e| anyhow!("{}-{}: undecodable records: {e}", args.topic, p.partition_index))?;
+                    let Some(records) = p.records.as_ref() else { continue };
                     let position = next.get_mut(&p.partition_index).ok_or_else(|| anyhow!("fetch answered for unrequested partition {}", p.partition_index))?;
-                    for set in sets {
-                        for r in set.records {
-                            // Whole batches come back: skip what precedes our position.
-                            if r.offset < *position || r.control {
-                                continue;
+                    let fetched = decode_fetched(records, *position).map_err(|e| anyhow!("{}-{}: {e}", args.topic, p.partition_index))?;
+                    if fetched.next_offset == *position && fetched.partial_tail_bytes > 0 {
+                        // A batch larger than partition_max_bytes came back cut short; asking
+                        // again with the same limit would return the same bytes forever.
+                        bail!("{}-{}: batch at offset {} is larger than the {PARTITION_MAX_BYTES} bytes fetched", args.topic, p.partition_index, *position);
+                    }
+                    *position = fetched.next_offset;
+                    for r in fetched.records {
+                        let value = r.value.as_deref().unwrap_or_default();
+                        match (&args.key_separator, &r.key) {
+                            (Some(sep), Some(k)) => {
+                                out.write_all(k)?;
+                                out.write_all(sep.as_bytes())?;
                             }
-                            *position = r.offset + 1;
-                            let value = r.value.as_deref().unwrap_or_default();
-                            match (&args.key_separator, &r.key) {
-                                (Some(sep), Some(k)) => { out.write_all(k)?; out.write_all(sep.as_bytes())?; }
-                                (Some(sep), None) => out.write_all(sep.as_bytes())?,
-                                _ => {}
-                            }
-                            out.write_all(value)?;
-                            out.write_all(b"\n")?;
-                            printed += 1;
-                            last_record = clock.monotonic();
-                            if args.max.is_some_and(|m| printed >= m) {
-                                out.flush()?;
-                                return Ok(());
-                            }
+                            (Some(sep), None) => out.write_all(sep.as_bytes())?,
+                            _ => {}
+                        }
+                        out.write_all(value)?;
+                        out.write_all(b"\n")?;
+                        printed += 1;
+                        last_record = clock.monotonic();
+                        if args.max.is_some_and(|m| printed >= m) {
+                            out.flush()?;
+                            return Ok(());
                         }
                     }
                 }

@@ -74,14 +74,29 @@ pub async fn metadata(client: &mut Client, topics: Option<&[&str]>, allow_create
     Ok(client.send(&request, 12).await?.1)
 }
 
-/// The partition count of `topic`, or an error naming the Kafka error.
+/// The partition count of `topic`, or an error naming the Kafka error. A topic that is still
+/// being created (LEADER_NOT_AVAILABLE, or no partitions yet) is asked about again, a bounded
+/// number of times.
 pub async fn partition_count(client: &mut Client, topic: &str, allow_create: bool) -> anyhow::Result<i32> {
-    let md = metadata(client, Some(&[topic]), allow_create).await?;
-    let t = md.topics.first().ok_or_else(|| anyhow!("empty Metadata response"))?;
-    if t.error_code != 0 {
-        bail!("topic '{topic}': {}", error_name(t.error_code));
+    const ATTEMPTS: u32 = 10;
+    const LEADER_NOT_AVAILABLE: i16 = 5;
+    for attempt in 1..=ATTEMPTS {
+        let md = metadata(client, Some(&[topic]), allow_create).await?;
+        let t = md.topics.first().ok_or_else(|| anyhow!("empty Metadata response"))?;
+        let settling = t.error_code == LEADER_NOT_AVAILABLE || (t.error_code == 0 && t.partitions.is_empty());
+        if settling && attempt < ATTEMPTS {
+            tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt))).await;
+            continue;
+        }
+        if t.error_code != 0 {
+            bail!("topic '{topic}': {}", error_name(t.error_code));
+        }
+        if t.partitions.is_empty() {
+            bail!("topic '{topic}' has no partitions");
+        }
+        return i32::try_from(t.partitions.len()).map_err(|_| anyhow!("topic '{topic}': {} partitions", t.partitions.len()));
     }
-    Ok(t.partitions.len() as i32)
+    unreachable!("the last attempt returns")
 }
 
 async fn list(client: &mut Client) -> anyhow::Result<()> {

@@ -3,6 +3,8 @@
 //! and the benchmark; it is a client for strand or any Kafka broker.
 
 pub mod partitioner;
+pub mod pipeline;
+pub mod records;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Every request waits at most this long for its response.
@@ -65,17 +67,7 @@ impl Client {
 
     /// The highest version of `R` both sides support, at most `cap`.
     pub fn version_for<R: Request>(&self, cap: i16) -> anyhow::Result<i16> {
-        let (broker_min, broker_max) = self
-            .versions
-            .get(&R::KEY)
-            .copied()
-            .ok_or_else(|| anyhow!("{}: broker does not support {:?}", self.addr, ApiKey::try_from(R::KEY).ok()))?;
-        let max = broker_max.min(R::VERSIONS.max).min(cap);
-        let min = broker_min.max(R::VERSIONS.min);
-        if max < min {
-            bail!("{}: no common version of {:?} (broker {broker_min}..{broker_max})", self.addr, ApiKey::try_from(R::KEY).ok());
-        }
-        Ok(max)
+        common_version::<R>(&self.versions, cap, &self.addr)
     }
 
     /// Send at the best common version (capped at `cap`) and return (version, response).
@@ -87,15 +79,10 @@ impl Client {
     /// Send at an explicit version and wait for the response.
     pub async fn send_at<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<R::Response> {
         let correlation_id = self.write_request(request, version).await?;
-        let mut body = tokio::time::timeout(REQUEST_TIMEOUT, self.read_frame())
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, self.read_frame())
             .await
             .map_err(|_| anyhow!("{}: no response within {:?}", self.addr, REQUEST_TIMEOUT))??;
-        let api_key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
-        let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))?;
-        if header.correlation_id != correlation_id {
-            bail!("{}: response correlation id {} for request {correlation_id}", self.addr, header.correlation_id);
-        }
-        R::Response::decode(&mut body, version).with_context(|| format!("decoding {api_key:?} v{version} response"))
+        decode_response::<R>(body, version, correlation_id, &self.addr)
     }
 
     /// Send a request that gets no response (Produce with acks=0).
@@ -120,16 +107,56 @@ impl Client {
 
     /// Read one response frame (without its header decoded).
     pub async fn read_frame(&mut self) -> anyhow::Result<Bytes> {
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).await.with_context(|| format!("reading from {}", self.addr))?;
-        let len = i32::from_be_bytes(len);
-        if len < 0 || len as usize > RESPONSE_FRAME_BYTES_MAX {
-            bail!("{}: response frame of {len} bytes", self.addr);
-        }
-        let mut body = vec![0u8; len as usize];
-        self.stream.read_exact(&mut body).await.with_context(|| format!("reading from {}", self.addr))?;
-        Ok(Bytes::from(body))
+        read_frame_from(&mut self.stream, &self.addr).await
     }
+
+    /// Turn this connection into a pipeline: a writer and a reader half with up to
+    /// `max_in_flight` requests sent but not yet answered (see [`pipeline`]).
+    pub fn into_pipeline(
+        self,
+        max_in_flight: usize,
+        clock: std::sync::Arc<dyn crate::runtime::Clock>,
+    ) -> (pipeline::PipelineWriter, pipeline::PipelineReader) {
+        pipeline::split(self.stream, self.addr, self.versions, self.next_correlation_id, max_in_flight, clock)
+    }
+}
+
+/// The highest version of `R` in both the broker's range and kafka-protocol's, at most `cap`.
+fn common_version<R: Request>(versions: &BTreeMap<i16, (i16, i16)>, cap: i16, addr: &str) -> anyhow::Result<i16> {
+    let name = || ApiKey::try_from(R::KEY).map(|k| format!("{k:?}")).unwrap_or_else(|_| format!("api key {}", R::KEY));
+    let (broker_min, broker_max) =
+        versions.get(&R::KEY).copied().ok_or_else(|| anyhow!("{addr}: broker does not support {}", name()))?;
+    let max = broker_max.min(R::VERSIONS.max).min(cap);
+    let min = broker_min.max(R::VERSIONS.min);
+    if max < min {
+        bail!("{addr}: no common version of {} (broker {broker_min}..{broker_max}, client {}..{})", name(), R::VERSIONS.min, R::VERSIONS.max.min(cap));
+    }
+    Ok(max)
+}
+
+/// Read one size-prefixed response frame, refusing sizes over [`RESPONSE_FRAME_BYTES_MAX`]
+/// before allocating. The caller puts a deadline around it.
+pub async fn read_frame_from<S: AsyncRead + Unpin>(stream: &mut S, addr: &str) -> anyhow::Result<Bytes> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.with_context(|| format!("reading from {addr}"))?;
+    let len = i32::from_be_bytes(len);
+    if len < 0 || len as usize > RESPONSE_FRAME_BYTES_MAX {
+        bail!("{addr}: response frame of {len} bytes (limit {RESPONSE_FRAME_BYTES_MAX})");
+    }
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).await.with_context(|| format!("reading from {addr}"))?;
+    Ok(Bytes::from(body))
+}
+
+/// Decode a response frame's header and body, checking the correlation id.
+pub fn decode_response<R: Request>(mut body: Bytes, version: i16, correlation_id: i32, addr: &str) -> anyhow::Result<R::Response> {
+    let api_key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown api key {}", R::KEY))?;
+    let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
+        .with_context(|| format!("{addr}: decoding {api_key:?} v{version} response header"))?;
+    if header.correlation_id != correlation_id {
+        bail!("{addr}: response correlation id {} for request {correlation_id}", header.correlation_id);
+    }
+    R::Response::decode(&mut body, version).with_context(|| format!("{addr}: decoding {api_key:?} v{version} response"))
 }
 
 /// A size-prefixed request frame.
