@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -117,7 +117,11 @@ impl Broker {
                 self.child = None;
                 return Started::Exited(status);
             }
-            if TcpStream::connect_timeout(&self.addr().parse().unwrap(), Duration::from_secs(1)).is_ok() {
+            // Ready means *our* broker says it listens on our address. A TCP probe is not
+            // enough: if another test took the port, the probe would reach that test's socket
+            // (this once made a test talk to another test's listener and get reset).
+            let ready = format!("broker listening on {}", self.addr());
+            if std::fs::read_to_string(self.log_path()).is_ok_and(|log| log.contains(&ready)) {
                 return Started::Ok;
             }
             std::thread::sleep(Duration::from_millis(20));
