@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod group;
 pub mod limits;
 pub mod log;
 pub mod partition;

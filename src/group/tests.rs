@@ -1,0 +1,209 @@
+//! Coordinator core tests: the classic state machine step by step, KIP-848 reconciliation,
+//! offsets, replay. (Random sequences are in proptests/tests/group_model.rs.)
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::classic::{JoinRequest, SyncRequest};
+use super::*;
+
+fn now(ms: u64) -> Now {
+    Now { mono_ms: ms, wall_ms: 1_700_000_000_000 + ms as i64 }
+}
+
+fn config() -> GroupConfig {
+    GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }
+}
+
+fn join_req(group: &str, member: &str, instance: Option<&str>) -> JoinRequest {
+    JoinRequest {
+        group_id: group.into(),
+        member_id: member.into(),
+        instance_id: instance.map(String::from),
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 20_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        require_known_member_id: true,
+    }
+}
+
+fn join_reply(out: &Output, token: Token) -> Option<JoinResponse> {
+    out.replies.iter().find(|(t, _)| *t == token).and_then(|(_, r)| match r {
+        Reply::Join(j) => Some(j.clone()),
+        _ => None,
+    })
+}
+
+fn sync_reply(out: &Output, token: Token) -> Option<SyncResponse> {
+    out.replies.iter().find(|(t, _)| *t == token).and_then(|(_, r)| match r {
+        Reply::Sync(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+/// Join a dynamic member through MEMBER_ID_REQUIRED; returns its member id.
+fn member_id_for(c: &mut Coordinator, t: u64, token: Token) -> String {
+    c.join(now(t), token, join_req("g", "", None));
+    let out = c.take_output();
+    let r = join_reply(&out, token).unwrap();
+    assert_eq!(r.error, ErrorCode::MEMBER_ID_REQUIRED);
+    r.member_id
+}
+
+#[test]
+fn two_members_join_sync_and_get_their_assignments() {
+    let mut c = Coordinator::new(config(), 1);
+    let a = member_id_for(&mut c, 0, 1);
+    let b = member_id_for(&mut c, 0, 2);
+    c.join(now(1), 3, join_req("g", &a, None));
+    assert!(c.take_output().replies.is_empty(), "waits for b (pending member)");
+    c.join(now(2), 4, join_req("g", &b, None));
+    let out = c.take_output();
+    let ra = join_reply(&out, 3).unwrap();
+    let rb = join_reply(&out, 4).unwrap();
+    assert_eq!((ra.error, rb.error), (ErrorCode::NONE, ErrorCode::NONE));
+    assert_eq!(ra.generation, 1);
+    assert_eq!(ra.leader, rb.leader);
+    assert_eq!(out.records.len(), 1, "the new generation is persisted");
+    let leader = ra.leader.clone();
+    let (lt, ft, follower) = if leader == a { (3, 4, b.clone()) } else { (4, 3, a.clone()) };
+    let _ = (lt, ft);
+    // The follower's sync waits for the leader's.
+    c.sync(now(3), 10, SyncRequest { group_id: "g".into(), member_id: follower.clone(), instance_id: None, generation: 1, protocol_type: None, protocol_name: None, assignments: vec![] });
+    assert!(c.take_output().replies.is_empty());
+    c.sync(now(4), 11, SyncRequest {
+        group_id: "g".into(),
+        member_id: leader.clone(),
+        instance_id: None,
+        generation: 1,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("range".into()),
+        assignments: vec![(leader.clone(), Bytes::from_static(b"L")), (follower.clone(), Bytes::from_static(b"F"))],
+    });
+    let out = c.take_output();
+    assert_eq!(sync_reply(&out, 10).unwrap().assignment, Bytes::from_static(b"F"));
+    assert_eq!(sync_reply(&out, 11).unwrap().assignment, Bytes::from_static(b"L"));
+    assert_eq!(c.group("g").unwrap().state(), "Stable");
+    assert_eq!(c.heartbeat(now(5), "g", &follower, None, 1), ErrorCode::NONE);
+    assert_eq!(c.heartbeat(now(5), "g", &follower, None, 0), ErrorCode::ILLEGAL_GENERATION);
+    assert_eq!(c.heartbeat(now(5), "g", "nobody", None, 1), ErrorCode::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn session_timeout_removes_a_silent_member_and_rebalances() {
+    let mut c = Coordinator::new(config(), 1);
+    let a = member_id_for(&mut c, 0, 1);
+    c.join(now(0), 2, join_req("g", &a, None));
+    let r = join_reply(&c.take_output(), 2).unwrap();
+    assert_eq!(r.generation, 1);
+    c.sync(now(0), 3, SyncRequest { group_id: "g".into(), member_id: a.clone(), instance_id: None, generation: 1, protocol_type: None, protocol_name: None, assignments: vec![(a.clone(), Bytes::from_static(b"x"))] });
+    c.take_output();
+    c.tick(now(9_999), &BTreeMap::new());
+    assert_eq!(c.group("g").unwrap().state(), "Stable");
+    c.tick(now(10_000), &BTreeMap::new());
+    let g = c.group("g").unwrap();
+    assert_eq!(g.state(), "Empty");
+    let out = c.take_output();
+    assert!(out.records.iter().any(|r| matches!(&r.value, Some(records::RecordValue::Group(v)) if v.generation == 2)));
+}
+
+#[test]
+fn static_member_restart_keeps_assignment_without_rebalance() {
+    let mut c = Coordinator::new(config(), 1);
+    c.join(now(0), 1, join_req("g", "", Some("i1")));
+    let r = join_reply(&c.take_output(), 1).unwrap();
+    assert_eq!(r.error, ErrorCode::NONE, "static members skip MEMBER_ID_REQUIRED");
+    let old = r.member_id.clone();
+    c.sync(now(0), 2, SyncRequest { group_id: "g".into(), member_id: old.clone(), instance_id: Some("i1".into()), generation: 1, protocol_type: None, protocol_name: None, assignments: vec![(old.clone(), Bytes::from_static(b"A"))] });
+    c.take_output();
+    // Restart: same instance id, no member id.
+    c.join(now(100), 3, join_req("g", "", Some("i1")));
+    let out = c.take_output();
+    let r = join_reply(&out, 3).unwrap();
+    assert_eq!(r.error, ErrorCode::NONE);
+    assert_eq!(r.generation, 1, "no rebalance");
+    assert_ne!(r.member_id, old);
+    assert!(out.records.is_empty());
+    c.sync(now(100), 4, SyncRequest { group_id: "g".into(), member_id: r.member_id.clone(), instance_id: Some("i1".into()), generation: 1, protocol_type: None, protocol_name: None, assignments: vec![] });
+    assert_eq!(sync_reply(&c.take_output(), 4).unwrap().assignment, Bytes::from_static(b"A"));
+    // The old incarnation is fenced.
+    assert_eq!(c.heartbeat(now(101), "g", &old, Some("i1"), 1), ErrorCode::FENCED_INSTANCE_ID);
+}
+
+#[test]
+fn commits_are_fenced_by_generation_and_replayed() {
+    let mut c = Coordinator::new(config(), 1);
+    let p = |off| CommitPartition { topic: "t".into(), partition: 0, offset: off, leader_epoch: -1, metadata: None, error: ErrorCode::NONE };
+    let e = c.commit(now(0), CommitRequest { group_id: "g".into(), member_id: String::new(), instance_id: None, generation: -1, partitions: vec![p(5)] });
+    assert_eq!(e, vec![ErrorCode::NONE]);
+    let e = c.commit(now(0), CommitRequest { group_id: "g".into(), member_id: "x".into(), instance_id: None, generation: 3, partitions: vec![p(6)] });
+    assert_eq!(e, vec![ErrorCode::UNKNOWN_MEMBER_ID]);
+    let out = c.take_output();
+    assert_eq!(out.records.len(), 1);
+    let mut d = Coordinator::new(config(), 2);
+    for r in &out.records {
+        let key = records::decode_key(&records::encode_key(&r.key)).unwrap();
+        let value = r.value.as_ref().map(|v| records::decode_value(&key, &records::encode_value(v)).unwrap());
+        d.replay(r.partition, &key, value.as_ref(), 0);
+    }
+    let got = d.fetch_offsets("g", Some(&[("t".into(), 0), ("t".into(), 1)]), None).unwrap();
+    assert_eq!(got[0].2.as_ref().unwrap().offset, 5);
+    assert!(got[1].2.is_none());
+    assert_eq!(d.delete("g"), ErrorCode::NONE);
+    assert_eq!(d.delete("g"), ErrorCode::GROUP_ID_NOT_FOUND);
+}
+
+#[test]
+fn consumer_protocol_moves_partitions_only_after_revocation() {
+    use consumer::HeartbeatRequest;
+    let mut c = Coordinator::new(config(), 1);
+    let topics: BTreeMap<String, i32> = [("t".to_string(), 4)].into();
+    let hb = |member: &str, epoch: i32, owned: Option<Vec<i32>>| HeartbeatRequest {
+        group_id: "g".into(),
+        member_id: member.into(),
+        member_epoch: epoch,
+        instance_id: None,
+        rack_id: None,
+        rebalance_timeout_ms: if epoch == 0 { 30_000 } else { -1 },
+        subscribed: (epoch == 0).then(|| vec!["t".to_string()]),
+        subscribed_regex: None,
+        server_assignor: None,
+        owned: owned.map(|ps| [("t".to_string(), ps.into_iter().collect())].into()),
+        client_id: "c".into(),
+        client_host: "h".into(),
+    };
+    let r1 = c.consumer_heartbeat(now(0), hb("m1", 0, Some(vec![])), &topics);
+    assert_eq!(r1.error, ErrorCode::NONE);
+    assert_eq!(r1.assignment.as_ref().unwrap()["t"].len(), 4);
+    let e1 = r1.member_epoch;
+    // m2 joins: target splits 2/2, but m1 still holds everything.
+    let r2 = c.consumer_heartbeat(now(1), hb("m2", 0, Some(vec![])), &topics);
+    assert!(r2.assignment.as_ref().unwrap().is_empty(), "nothing is free yet: {r2:?}");
+    // m1 is told to give up two partitions.
+    let r1 = c.consumer_heartbeat(now(2), hb("m1", e1, None), &topics);
+    let kept: Vec<i32> = r1.assignment.as_ref().unwrap()["t"].iter().copied().collect();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(r1.member_epoch, e1, "epoch moves only after revocation");
+    // m2 still gets nothing while m1 has not confirmed.
+    let r2b = c.consumer_heartbeat(now(3), hb("m2", r2.member_epoch, None), &topics);
+    assert!(r2b.assignment.is_none() || r2b.assignment.as_ref().unwrap().is_empty());
+    // m1 confirms; it advances; then m2 receives the freed partitions.
+    let r1 = c.consumer_heartbeat(now(4), hb("m1", e1, Some(kept.clone())), &topics);
+    assert!(r1.member_epoch > e1);
+    let r2c = c.consumer_heartbeat(now(5), hb("m2", r2.member_epoch, Some(vec![])), &topics);
+    let got: Vec<i32> = r2c.assignment.unwrap()["t"].iter().copied().collect();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|p| !kept.contains(p)));
+    assert_eq!(c.group("g").unwrap().state(), "Stable");
+}
+
+#[test]
+fn java_string_hash_partitioning() {
+    // "abc".hashCode() == 96354; 96354 % 50 == 4.
+    assert_eq!(partition_for("abc", 50), 4);
+    assert!((0..50).contains(&partition_for("a-very-long-group-name-with-negative-hash-perhaps", 50)));
+}
