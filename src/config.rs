@@ -197,6 +197,22 @@ pub struct BrokerConfig {
     pub log_retention_ms: Option<i64>,
     pub log_retention_bytes: Option<i64>,
     pub message_max_bytes: Option<i32>,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (fixed once created).
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.retention.minutes`: committed offsets of an empty group are kept this long.
+    pub offsets_retention_minutes: i64,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`.
+    pub group_max_size: i32,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub group_consumer_session_timeout_ms: u64,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -213,6 +229,14 @@ impl Default for BrokerConfig {
             log_retention_ms: None,
             log_retention_bytes: None,
             message_max_bytes: None,
+            offsets_topic_num_partitions: 50,
+            offsets_retention_minutes: 7 * 24 * 60,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: i32::MAX,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -231,6 +255,33 @@ impl BrokerConfig {
                 "num_partitions {} must be between 1 and {}",
                 self.num_partitions,
                 crate::limits::TOPIC_PARTITIONS_MAX
+            )));
+        }
+        if self.offsets_topic_num_partitions < 1 || self.offsets_topic_num_partitions > 1000 {
+            return Err(ConfigError(format!(
+                "offsets_topic_num_partitions {} must be between 1 and 1000",
+                self.offsets_topic_num_partitions
+            )));
+        }
+        if self.offsets_retention_minutes < 1 {
+            return Err(ConfigError(format!("offsets_retention_minutes {} must be at least 1", self.offsets_retention_minutes)));
+        }
+        if self.group_min_session_timeout_ms < 1 || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(ConfigError(format!(
+                "group_min_session_timeout_ms {} must be at least 1 and at most group_max_session_timeout_ms {}",
+                self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            )));
+        }
+        if self.group_max_size < 1 {
+            return Err(ConfigError(format!("group_max_size {} must be at least 1", self.group_max_size)));
+        }
+        if self.group_consumer_session_timeout_ms < 1 || self.group_consumer_heartbeat_interval_ms < 1 {
+            return Err(ConfigError("group_consumer_session_timeout_ms and group_consumer_heartbeat_interval_ms must be at least 1".into()));
+        }
+        if self.group_initial_rebalance_delay_ms > 300_000 {
+            return Err(ConfigError(format!(
+                "group_initial_rebalance_delay_ms {} must be at most 300000",
+                self.group_initial_rebalance_delay_ms
             )));
         }
         if self.node_id < 0 {
@@ -259,6 +310,22 @@ impl BrokerConfig {
             c.set("max.message.bytes", &v.to_string()).map_err(|e| ConfigError(format!("message_max_bytes: {e}")))?;
         }
         Ok(c)
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            offsets_partitions: self.offsets_topic_num_partitions,
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            max_size: self.group_max_size as usize,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            offset_metadata_max_bytes: 4096,
+            consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+            default_assignor: crate::group::assignor::UNIFORM.to_string(),
+        }
     }
 
     /// The (host, port) clients are told to use.

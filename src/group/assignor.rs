@@ -68,7 +68,8 @@ fn uniform(members: &BTreeMap<String, AssignorMember<'_>>, topics: &BTreeMap<Str
         }
     }
     let total = all.len();
-    let quota = if members.is_empty() { 0 } else { total.div_ceil(members.len()) };
+    // Balanced: every member gets `base`, and `extra` of them one more.
+    let (base, mut extra) = if members.is_empty() { (0, 0) } else { (total / members.len(), total % members.len()) };
     // Stickiness: keep what each member had, up to the quota, if it still subscribes.
     let mut taken: BTreeSet<(&String, i32)> = BTreeSet::new();
     for (id, m) in members {
@@ -78,7 +79,12 @@ fn uniform(members: &BTreeMap<String, AssignorMember<'_>>, topics: &BTreeMap<Str
             }
             let (topic_ref, _) = topics.get_key_value(topic).expect("checked");
             for &p in parts {
-                if p < topics[topic] && load[id] < quota && taken.insert((topic_ref, p)) {
+                let room = load[id] < base || (load[id] == base && extra > 0);
+                if p < topics[topic] && room && !taken.contains(&(topic_ref, p)) {
+                    taken.insert((topic_ref, p));
+                    if load[id] == base {
+                        extra -= 1;
+                    }
                     out.get_mut(id).expect("member").entry(topic.clone()).or_default().insert(p);
                     *load.get_mut(id).expect("member") += 1;
                 }
@@ -158,6 +164,24 @@ mod tests {
         assert_eq!(out["m1"]["a"].intersection(&cur1["a"]).count(), 2);
         assert_eq!(out["m2"]["a"].intersection(&cur2["a"]).count(), 2);
         assert_eq!(out["m3"]["a"].len(), 2);
+    }
+
+    #[test]
+    fn uniform_rebalances_a_newcomer_even_when_old_members_fit_the_ceiling() {
+        let topics: BTreeMap<String, i32> = [("a".to_string(), 4)].into();
+        let s = subs(&["a"]);
+        let cur1: TopicPartitions = [("a".to_string(), BTreeSet::from([0, 1]))].into();
+        let cur2: TopicPartitions = [("a".to_string(), BTreeSet::from([2, 3]))].into();
+        let empty = TopicPartitions::new();
+        let members: BTreeMap<String, AssignorMember> = [
+            ("m1".to_string(), AssignorMember { subscribed: &s, current: &cur1 }),
+            ("m2".to_string(), AssignorMember { subscribed: &s, current: &cur2 }),
+            ("m3".to_string(), AssignorMember { subscribed: &s, current: &empty }),
+        ]
+        .into();
+        let out = assign(UNIFORM, &members, &topics);
+        check_exact_cover(&out, &topics);
+        assert_eq!(out["m3"]["a"].len(), 1, "{out:?}");
     }
 
     #[test]

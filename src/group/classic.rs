@@ -275,6 +275,7 @@ impl Classic {
         if self.remove_member(member_id, out).is_none() {
             return false;
         }
+        tracing::info!(member = member_id, state = self.state.name(), "classic group: member removed");
         match self.state {
             ClassicState::Stable | ClassicState::CompletingRebalance => self.prepare_rebalance(now, config, out),
             ClassicState::PreparingRebalance | ClassicState::Empty => {}
@@ -304,9 +305,9 @@ impl Classic {
         self.initial_delay_until_ms = None;
         self.generation += 1;
         if self.members.is_empty() {
+            // Kafka keeps the protocol type of an empty group (tools list "consumer" groups by it).
             self.state = ClassicState::Empty;
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             return true;
         }
@@ -316,6 +317,7 @@ impl Classic {
         }
         self.state = ClassicState::CompletingRebalance;
         let leader = self.leader.clone().unwrap_or_default();
+        tracing::info!(generation = self.generation, members = self.members.len(), %leader, protocol = ?self.protocol, "classic group: join phase complete");
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let response = self.join_response(&id, id == leader);

@@ -278,13 +278,20 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
 
 /// Build a valid uncompressed batch of `values` (no keys, no headers) for tests and tools.
 pub fn build_simple_batch(base_offset: i64, timestamp_ms: i64, values: &[&[u8]]) -> Bytes {
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> =
+        values.iter().map(|v| (None, Some(Bytes::copy_from_slice(v)))).collect();
+    build_batch(base_offset, timestamp_ms, &records)
+}
+
+/// Build a valid uncompressed batch of (key, value) records; a `None` value is a tombstone.
+pub fn build_batch(base_offset: i64, timestamp_ms: i64, records: &[(Option<Bytes>, Option<Bytes>)]) -> Bytes {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
-    let records: Vec<Record> = values
+    let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
+        .map(|(i, (k, v))| Record {
             transactional: false,
             control: false,
             partition_leader_epoch: 0,
@@ -296,8 +303,8 @@ pub fn build_simple_batch(base_offset: i64, timestamp_ms: i64, values: &[&[u8]])
             // constant; base_sequence is the first record's, and -1 means non-idempotent.
             sequence: i as i32 - 1,
             timestamp: timestamp_ms,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v)),
+            key: k.clone(),
+            value: v.clone(),
             headers: Default::default(),
             delete_horizon: false,
         })

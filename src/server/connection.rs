@@ -123,7 +123,7 @@ async fn decode_and_handle(
             return None;
         }
     };
-    let reply = dispatch::handle(broker, api_key, api_version, &header, body).await;
+    let reply = dispatch::handle(broker, api_key, api_version, &header, peer, body).await;
     if let Reply::Malformed(reason) = &reply {
         tracing::info!(%peer, ?api_key, api_version, reason = %reason, "closing connection: malformed request");
         return None;

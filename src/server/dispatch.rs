@@ -42,6 +42,19 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 5),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The supported (key, min, max) list, for ApiVersions and tools.
@@ -73,13 +86,13 @@ pub async fn handle(
     api_key: ApiKey,
     api_version: i16,
     header: &RequestHeader,
+    peer: std::net::SocketAddr,
     body: &mut Bytes,
 ) -> Reply {
     let request = match RequestKind::decode(api_key, body, api_version) {
         Ok(r) => r,
         Err(e) => return Reply::Malformed(format!("{e:#}")),
     };
-    let _ = header;
     match request {
         RequestKind::ApiVersions(_) => {
             Reply::Now(ResponseKind::ApiVersions(ApiVersionsResponse::default().with_api_keys(api_version_list())))
@@ -95,6 +108,19 @@ pub async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => handlers::configs::incremental_alter(broker, api_version, r).await,
         RequestKind::DescribeCluster(r) => handlers::metadata::describe_cluster(broker, api_version, r).await,
         RequestKind::InitProducerId(r) => handlers::producer_id::init_producer_id(broker, api_version, r).await,
+        RequestKind::FindCoordinator(r) => handlers::groups::find_coordinator(broker, api_version, r).await,
+        RequestKind::JoinGroup(r) => handlers::groups::join_group(broker, api_version, header, peer, r).await,
+        RequestKind::SyncGroup(r) => handlers::groups::sync_group(broker, api_version, r).await,
+        RequestKind::Heartbeat(r) => handlers::groups::heartbeat(broker, api_version, r).await,
+        RequestKind::LeaveGroup(r) => handlers::groups::leave_group(broker, api_version, r).await,
+        RequestKind::OffsetCommit(r) => handlers::groups::offset_commit(broker, api_version, r).await,
+        RequestKind::OffsetFetch(r) => handlers::groups::offset_fetch(broker, api_version, r).await,
+        RequestKind::DescribeGroups(r) => handlers::groups::describe_groups(broker, api_version, r).await,
+        RequestKind::ListGroups(r) => handlers::groups::list_groups(broker, api_version, r).await,
+        RequestKind::DeleteGroups(r) => handlers::groups::delete_groups(broker, api_version, r).await,
+        RequestKind::OffsetDelete(r) => handlers::groups::offset_delete(broker, api_version, r).await,
+        RequestKind::ConsumerGroupHeartbeat(r) => handlers::groups::consumer_group_heartbeat(broker, api_version, header, peer, r).await,
+        RequestKind::ConsumerGroupDescribe(r) => handlers::groups::consumer_group_describe(broker, api_version, r).await,
         _ => Reply::Malformed(format!("{api_key:?} is not supported")),
     }
 }

@@ -7,6 +7,7 @@
 
 mod connection;
 mod dispatch;
+pub mod groups;
 mod handlers;
 pub mod topics;
 
@@ -30,6 +31,8 @@ pub struct Broker {
     pub rt: Runtime,
     pub config: BrokerConfig,
     pub topics: TopicRegistry,
+    /// The group coordinator (every group: a single node coordinates them all).
+    pub groups: groups::Groups,
     /// (host, port) clients are told to use.
     pub advertised: (String, i32),
 }
@@ -40,6 +43,7 @@ pub struct ServerHandle {
     shutdown_tx: watch::Sender<bool>,
     accept_task: tokio::task::JoinHandle<()>,
     maintenance_task: tokio::task::JoinHandle<()>,
+    group_task: tokio::task::JoinHandle<()>,
     broker: Arc<Broker>,
     active_connections: Arc<AtomicUsize>,
 }
@@ -58,6 +62,7 @@ impl ServerHandle {
         let _ = self.shutdown_tx.send(true);
         let _ = self.accept_task.await;
         self.maintenance_task.abort();
+        self.group_task.abort();
         let drain_deadline = self.broker.rt.clock.monotonic() + Duration::from_millis(SHUTDOWN_DRAIN_MS);
         while self.active_connections.load(Ordering::SeqCst) > 0 && self.broker.rt.clock.monotonic() < drain_deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -82,18 +87,20 @@ pub async fn start(rt: Runtime, config: BrokerConfig) -> anyhow::Result<ServerHa
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let topics = TopicRegistry::open(rt.clone(), config.data_dir.clone(), defaults).await?;
+    let groups = groups::Groups::open(rt.clone(), &topics, config.group_config()).await?;
     let local_addr = listener.local_addr()?;
     let advertised = match &config.advertised_listener {
         Some(_) => config.advertised(),
         None => (local_addr.ip().to_string(), i32::from(local_addr.port())),
     };
-    let broker = Arc::new(Broker { rt, config, topics, advertised });
+    let broker = Arc::new(Broker { rt, config, topics, groups, advertised });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let active_connections = Arc::new(AtomicUsize::new(0));
     let accept_task = tokio::spawn(accept_loop(broker.clone(), listener, shutdown_rx.clone(), active_connections.clone()));
     let maintenance_task = tokio::spawn(maintenance_loop(broker.clone()));
+    let group_task = tokio::spawn(groups::tick_loop(broker.clone()));
     tracing::info!(listen = %local_addr, data_dir = %broker.config.data_dir.display(), "broker started");
-    Ok(ServerHandle { local_addr, shutdown_tx, accept_task, maintenance_task, broker, active_connections })
+    Ok(ServerHandle { local_addr, shutdown_tx, accept_task, maintenance_task, group_task, broker, active_connections })
 }
 
 async fn accept_loop(

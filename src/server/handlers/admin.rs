@@ -97,6 +97,8 @@ pub async fn create_topics(broker: &Arc<Broker>, version: i16, req: CreateTopics
         let base = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = if duplicated.contains(name) {
             Err(AdminError::new(ErrorCode::INVALID_REQUEST, format!("Create topics request from client contains topic '{name}' more than once.")))
+        } else if super::groups::is_internal(name) {
+            Err(AdminError::new(ErrorCode::INVALID_REQUEST, format!("Creation of internal topic {name} is prohibited.")))
         } else {
             match plan(broker, t) {
                 Err(e) => Err(e),
@@ -155,6 +157,9 @@ pub async fn delete_topics(broker: &Arc<Broker>, version: i16, req: DeleteTopics
                 .ok_or_else(|| AdminError::new(ErrorCode::UNKNOWN_TOPIC_ID, format!("Topic id {id} does not exist."))),
         };
         let outcome = match resolved {
+            Ok(n) if super::groups::is_internal(&n) => {
+                Err(AdminError::new(ErrorCode::INVALID_REQUEST, format!("Deletion of internal topic {n} is prohibited.")))
+            }
             Ok(n) => broker.topics.delete(&n).await.map(|t| (t.name.clone(), t.id)),
             Err(e) => Err(e),
         };
@@ -188,6 +193,8 @@ pub async fn create_partitions(broker: &Arc<Broker>, _version: i16, req: CreateP
                 ErrorCode::INVALID_REPLICA_ASSIGNMENT,
                 format!("replicas must be exactly [{node}] on this single-broker cluster"),
             ))
+        } else if super::groups::is_internal(&name) {
+            Err(AdminError::new(ErrorCode::INVALID_REQUEST, format!("{name} has a fixed partition count (groups map onto its partitions)")))
         } else {
             broker.topics.add_partitions(&name, t.count, req.validate_only).await
         };

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -25,6 +26,14 @@ pub fn str_bytes(s: &str) -> StrBytes {
 pub async fn topic_or_create(broker: &Arc<Broker>, name: &str, allow_create: bool) -> Result<Arc<Topic>, AdminError> {
     if let Some(t) = broker.topics.get(name) {
         return Ok(t);
+    }
+    if groups::is_internal(name) {
+        // Created with its own settings, as the coordinator needs it.
+        return broker
+            .groups
+            .offsets_topic(&broker.topics)
+            .await
+            .map_err(|code| AdminError::new(code, format!("{name} is not available")));
     }
     if !(allow_create && broker.config.auto_create_topics_enable) {
         return Err(AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist.")));

@@ -52,6 +52,8 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: ProduceRequest) -> 
         } else {
             topic_or_create(broker, td.name.as_str(), true).await.map_err(|e| e.code)
         };
+        // Only the group coordinator writes its internal topic.
+        let topic = topic.and_then(|t| if super::groups::is_internal(&t.name) { Err(ErrorCode::INVALID_TOPIC_EXCEPTION) } else { Ok(t) });
         let mut outcomes = Vec::new();
         for pd in td.partition_data {
             let outcome = match (&topic, transactional) {
