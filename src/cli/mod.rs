@@ -1,16 +1,17 @@
-//! Command-line interface: `strand broker` runs a broker; `topic`, `produce`, `consume` talk to
-//! one over the Kafka protocol; `bench` measures this machine's limits and the broker against
+//! Command-line interface: `strand broker` runs a broker; `topic`, `group`, `produce`, `consume`
+//! talk to one over the Kafka protocol; `bench` measures this machine's limits and the broker against
 //! them. Bad flags or config print one line naming the problem and exit non-zero.
 
 pub mod bench;
 pub mod broker;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "strand", version, about = "A Kafka-compatible message broker")]
@@ -25,6 +26,8 @@ pub enum Command {
     Broker(BrokerArgs),
     /// Create, list, describe, delete or alter topics.
     Topic(TopicArgs),
+    /// List, describe or delete consumer groups, or reset their committed offsets.
+    Group(GroupArgs),
     /// Produce lines from stdin, one record per line.
     Produce(ProduceArgs),
     /// Consume records and print their values, one per line.
@@ -101,6 +104,58 @@ pub enum TopicCommand {
 }
 
 #[derive(Args, Debug)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// List groups: group id, state, protocol type.
+    List,
+    /// Show a group's members and, per partition, committed offset, log end offset and lag.
+    Describe { group: String },
+    /// Delete a group and its committed offsets (the group must have no members).
+    Delete { group: String },
+    /// Compute new committed offsets for a group; a dry run unless --execute is given.
+    ResetOffsets(ResetOffsetsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(ArgGroup::new("reset_to").required(true).multiple(false)
+    .args(["to_earliest", "to_latest", "to_offset", "to_datetime", "shift_by"])))]
+pub struct ResetOffsetsArgs {
+    pub group: String,
+    /// The topic whose offsets to reset.
+    #[arg(long)]
+    pub topic: String,
+    /// Only this partition (default: every partition of the topic).
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Reset to the earliest offset still in the log.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// Reset to the log end offset.
+    #[arg(long)]
+    pub to_latest: bool,
+    /// Reset to this offset, clamped into [earliest, latest].
+    #[arg(long, value_name = "OFFSET")]
+    pub to_offset: Option<i64>,
+    /// Reset to the first offset whose timestamp is at or after this time (ms since the epoch);
+    /// the log end offset if there is none.
+    #[arg(long, value_name = "MS_SINCE_EPOCH")]
+    pub to_datetime: Option<i64>,
+    /// Move the committed offset by N (may be negative), clamped into [earliest, latest].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub shift_by: Option<i64>,
+    /// Commit the new offsets (default: only print them).
+    #[arg(long)]
+    pub execute: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ProduceArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -171,6 +226,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Broker(args) => broker::run(args),
         Command::Topic(args) => topic::run(args),
+        Command::Group(args) => group::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Bench(args) => bench::run(args),
