@@ -21,7 +21,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use strand::group::classic::{JoinRequest, SyncRequest};
 use strand::group::consumer::HeartbeatRequest;
-use strand::group::records::{self, GroupRecord, RecordValue};
+use strand::group::records::{self, GroupRecord};
 use strand::group::{CommitPartition, CommitRequest, Coordinator, GroupConfig, Now, Reply, Token};
 use strand::protocol::errors::ErrorCode;
 
@@ -729,5 +729,265 @@ proptest! {
         }
         h.finish(true);
         h.check_ownership();
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// KIP-848 consumer protocol (property 3)
+// ------------------------------------------------------------------------------------------
+
+type TopicPartitions = BTreeMap<String, BTreeSet<i32>>;
+
+const TOPICS: [&str; 3] = ["a", "b", "c"];
+const REBALANCE_TIMEOUT_MS: i32 = 60_000;
+
+#[derive(Debug, Clone)]
+struct KClient {
+    alive: bool,
+    member_id: String,
+    /// 0: not in the group (joins at the next heartbeat).
+    epoch: i32,
+    /// The last assignment received: what the client owns.
+    owned: TopicPartitions,
+    subscribed: Vec<String>,
+    /// The subscription changed and goes with the next heartbeat.
+    send_subscription: bool,
+    /// When the last heartbeat succeeded: a session timeout later the client knows it is out.
+    last_ok_ms: u64,
+}
+
+impl KClient {
+    fn new(subscribed: Vec<String>) -> KClient {
+        KClient { alive: true, member_id: String::new(), epoch: 0, owned: TopicPartitions::new(), subscribed, send_subscription: false, last_ok_ms: 0 }
+    }
+
+    fn lose_partitions(&mut self) {
+        self.owned.clear();
+        self.epoch = 0;
+    }
+}
+
+#[derive(Debug, Clone)]
+enum KOp {
+    /// Start (a dead client restarts as a new member); a running one heartbeats.
+    Join(usize),
+    Heartbeat(usize),
+    HeartbeatAll,
+    Leave(usize),
+    Crash(usize),
+    Advance(u32),
+    Resubscribe(usize, u8),
+    /// A topic gains partitions.
+    Grow(usize, u8),
+}
+
+fn subscription(mask: u8) -> Vec<String> {
+    let mask = if mask % 8 == 0 { 1 } else { mask % 8 };
+    TOPICS.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, t)| t.to_string()).collect()
+}
+
+struct KSim {
+    c: Coordinator,
+    now: u64,
+    topics: BTreeMap<String, i32>,
+    clients: Vec<KClient>,
+    session_ms: u64,
+}
+
+impl KSim {
+    fn heartbeat(&mut self, i: usize) {
+        let cl = &self.clients[i];
+        if !cl.alive {
+            return;
+        }
+        let joining = cl.epoch == 0;
+        let req = HeartbeatRequest {
+            group_id: GROUP.into(),
+            member_id: cl.member_id.clone(),
+            member_epoch: cl.epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: if joining { REBALANCE_TIMEOUT_MS } else { -1 },
+            subscribed: (joining || cl.send_subscription).then(|| cl.subscribed.clone()),
+            subscribed_regex: None,
+            server_assignor: None,
+            owned: Some(cl.owned.clone()),
+            client_id: format!("client{i}"),
+            client_host: "/10.0.0.1".into(),
+        };
+        let r = self.c.consumer_heartbeat(at(self.now), req, &self.topics);
+        let cl = &mut self.clients[i];
+        match r.error {
+            ErrorCode::NONE => {
+                assert!(r.member_epoch > 0, "a member in the group with epoch {}", r.member_epoch);
+                assert!(!r.member_id.is_empty());
+                cl.member_id = r.member_id;
+                cl.epoch = r.member_epoch;
+                if let Some(a) = r.assignment {
+                    cl.owned = a;
+                }
+                cl.send_subscription = false;
+                cl.last_ok_ms = self.now;
+            }
+            ErrorCode::FENCED_MEMBER_EPOCH => cl.lose_partitions(),
+            ErrorCode::UNKNOWN_MEMBER_ID => {
+                cl.lose_partitions();
+                cl.member_id.clear();
+            }
+            e => panic!("unexpected ConsumerGroupHeartbeat error {e:?}: {:?}", r.message),
+        }
+    }
+
+    fn leave(&mut self, i: usize) {
+        let cl = &self.clients[i];
+        if !cl.alive || cl.epoch == 0 {
+            return;
+        }
+        let req = HeartbeatRequest {
+            group_id: GROUP.into(),
+            member_id: cl.member_id.clone(),
+            member_epoch: -1,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: -1,
+            subscribed: None,
+            subscribed_regex: None,
+            server_assignor: None,
+            owned: None,
+            client_id: format!("client{i}"),
+            client_host: "/10.0.0.1".into(),
+        };
+        // The client gives up its partitions before it leaves, whatever the answer.
+        let cl = &mut self.clients[i];
+        cl.lose_partitions();
+        cl.member_id.clear();
+        let _ = self.c.consumer_heartbeat(at(self.now), req, &self.topics);
+    }
+
+    /// Time passes: a client that has not heard from the coordinator for a session timeout
+    /// knows it is out and gives its partitions up; then the coordinator expires members.
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        for cl in &mut self.clients {
+            if cl.alive && cl.epoch != 0 && cl.last_ok_ms + self.session_ms <= self.now {
+                cl.lose_partitions();
+            }
+        }
+        self.c.tick(at(self.now), &self.topics);
+    }
+
+    fn step(&mut self, op: &KOp) {
+        match *op {
+            KOp::Join(i) => {
+                if !self.clients[i].alive {
+                    let s = self.clients[i].subscribed.clone();
+                    self.clients[i] = KClient::new(s);
+                }
+                self.heartbeat(i);
+            }
+            KOp::Heartbeat(i) => self.heartbeat(i),
+            KOp::HeartbeatAll => (0..self.clients.len()).for_each(|i| self.heartbeat(i)),
+            KOp::Leave(i) => self.leave(i),
+            KOp::Crash(i) => self.clients[i].alive = false,
+            KOp::Advance(ms) => self.advance(ms as u64),
+            KOp::Resubscribe(i, mask) => {
+                let cl = &mut self.clients[i];
+                cl.subscribed = subscription(mask);
+                cl.send_subscription = true;
+            }
+            KOp::Grow(t, n) => *self.topics.get_mut(TOPICS[t % TOPICS.len()]).expect("topic") += 1 + (n % 3) as i32,
+        }
+    }
+
+    /// No partition is owned by two live clients.
+    fn check_exclusive(&self) {
+        let mut holder: BTreeMap<(&str, i32), usize> = BTreeMap::new();
+        for (i, cl) in self.clients.iter().enumerate().filter(|(_, c)| c.alive) {
+            for (t, ps) in &cl.owned {
+                for &p in ps {
+                    if let Some(j) = holder.insert((t.as_str(), p), i) {
+                        panic!("{t}-{p} owned by clients {j} and {i} at {}: {:#?}\ngroup: {:#?}", self.now, self.clients, self.c.group(GROUP));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every partition of every topic a live client subscribes to is owned by exactly one
+    /// live client, one that subscribes to its topic.
+    fn check_converged(&self) {
+        let live: Vec<&KClient> = self.clients.iter().filter(|c| c.alive).collect();
+        let mut want: BTreeSet<(String, i32)> = BTreeSet::new();
+        for cl in &live {
+            for t in &cl.subscribed {
+                want.extend((0..self.topics[t]).map(|p| (t.clone(), p)));
+            }
+        }
+        let mut got: BTreeSet<(String, i32)> = BTreeSet::new();
+        for cl in &live {
+            assert!(cl.epoch > 0, "a live client is not in the group after settling: {cl:?}");
+            for (t, ps) in &cl.owned {
+                assert!(cl.subscribed.contains(t), "client owns {t} without subscribing to it: {cl:?}");
+                for &p in ps {
+                    assert!(got.insert((t.clone(), p)), "{t}-{p} owned twice");
+                }
+            }
+        }
+        assert_eq!(got, want, "live clients do not own every subscribed partition after settling:\n{:#?}\n{:#?}", live, self.c.group(GROUP));
+    }
+}
+
+fn kop(clients: usize) -> impl Strategy<Value = KOp> {
+    let c = 0..clients;
+    prop_oneof![
+        4 => c.clone().prop_map(KOp::Join),
+        8 => c.clone().prop_map(KOp::Heartbeat),
+        3 => Just(KOp::HeartbeatAll),
+        1 => c.clone().prop_map(KOp::Leave),
+        1 => c.clone().prop_map(KOp::Crash),
+        5 => (0u32..5_000u32).prop_map(KOp::Advance),
+        1 => (20_000u32..70_000u32).prop_map(KOp::Advance),
+        1 => (c.clone(), any::<u8>()).prop_map(|(i, m)| KOp::Resubscribe(i, m)),
+        1 => (0usize..3, any::<u8>()).prop_map(|(t, n)| KOp::Grow(t, n)),
+    ]
+}
+
+fn consumer_case() -> impl Strategy<Value = (Vec<i32>, Vec<u8>, Vec<KOp>)> {
+    (2usize..=5).prop_flat_map(|n| {
+        (
+            prop::collection::vec(1i32..=6, TOPICS.len()),
+            prop::collection::vec(any::<u8>(), n),
+            prop::collection::vec(kop(n), 20..200),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn consumer_protocol_exclusive_ownership_and_convergence((counts, subs, ops) in consumer_case()) {
+        let config = config();
+        let mut h = KSim {
+            session_ms: config.consumer_session_timeout_ms,
+            c: Coordinator::new(config, 7),
+            now: 0,
+            topics: TOPICS.iter().zip(counts).map(|(t, n)| (t.to_string(), n)).collect(),
+            clients: subs.into_iter().map(|m| KClient::new(subscription(m))).collect(),
+        };
+        for op in &ops {
+            h.step(op);
+            h.check_exclusive();
+        }
+        // Operations stop; every live client keeps heartbeating (dead ones expire).
+        for _ in 0..120 {
+            h.advance(1_000);
+            h.check_exclusive();
+            for i in 0..h.clients.len() {
+                h.heartbeat(i);
+                h.check_exclusive();
+            }
+        }
+        h.check_converged();
     }
 }
