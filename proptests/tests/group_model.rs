@@ -934,6 +934,10 @@ impl KSim {
             }
         }
         assert_eq!(got, want, "live clients do not own every subscribed partition after settling:\n{:#?}\n{:#?}", live, self.c.group(GROUP));
+        // With nobody left, the empty group may already have been removed.
+        let state = self.c.group(GROUP).map(|g| g.state());
+        let settled = if live.is_empty() { state.is_none_or(|s| s == "Empty") } else { state == Some("Stable") };
+        assert!(settled, "group not settled: {state:?} with {} live clients", live.len());
     }
 }
 
