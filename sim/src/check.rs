@@ -24,6 +24,21 @@ pub struct History {
     pub deleted_topics: Vec<String>,
     /// Every topic listed by Metadata after the run.
     pub final_topics: Vec<String>,
+    /// The group workload ran.
+    pub group_enabled: bool,
+    /// Successful SyncGroup results: (generation, member id, partitions).
+    pub group_syncs: Vec<(i32, String, Vec<i32>)>,
+    /// Every (partition, offset) a member tried to commit.
+    pub group_commit_attempts: BTreeSet<(i32, i64)>,
+    /// Acknowledged commits: (partition, offset).
+    pub group_commit_acked: Vec<(i32, i64)>,
+    /// Committed offsets as one monitor saw them, in observation order: (partition, offset).
+    pub group_committed_seen: Vec<(i32, i64)>,
+    /// OffsetFetch answers below a commit acknowledged before the fetch was sent.
+    pub group_lost_commits: Vec<String>,
+    /// After the run: committed offset and log end per partition of the group's topic.
+    pub group_final_committed: BTreeMap<i32, i64>,
+    pub group_final_log_end: BTreeMap<i32, i64>,
 }
 
 /// Every record acknowledged with acks=all is readable at its acknowledged offset.
@@ -107,6 +122,77 @@ pub fn liveness(h: &History) -> Vec<String> {
     out
 }
 
+/// No partition is given to two members in one generation.
+pub fn group_single_ownership(h: &History) -> Vec<String> {
+    let mut owner: BTreeMap<(i32, i32), &str> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (generation, member, parts) in &h.group_syncs {
+        for p in parts {
+            match owner.get(&(*generation, *p)) {
+                Some(other) if *other != member.as_str() => {
+                    out.push(format!("generation {generation}: partition {p} owned by both {other} and {member}"))
+                }
+                _ => {
+                    owner.insert((*generation, *p), member);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Committed offsets never go backwards (there are no resets in this workload).
+pub fn group_committed_monotone(h: &History) -> Vec<String> {
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (p, o) in &h.group_committed_seen {
+        if let Some(prev) = last.get(p) {
+            if o < prev {
+                out.push(format!("partition {p}: committed offset went back from {prev} to {o}"));
+            }
+        }
+        last.insert(*p, *o);
+    }
+    out.truncate(3);
+    out
+}
+
+/// After crashes, OffsetFetch returns at least the last acknowledged commit, and only offsets
+/// someone committed.
+pub fn group_commits_survive(h: &History) -> Vec<String> {
+    let mut out: Vec<String> = h.group_lost_commits.iter().take(3).cloned().collect();
+    let mut max_acked: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, o) in &h.group_commit_acked {
+        let e = max_acked.entry(*p).or_insert(*o);
+        *e = (*e).max(*o);
+    }
+    for (p, acked) in &max_acked {
+        match h.group_final_committed.get(p) {
+            Some(c) if c >= acked => {}
+            Some(c) => out.push(format!("partition {p}: commit of {acked} was acknowledged, but the committed offset is {c}")),
+            None => out.push(format!("partition {p}: commit of {acked} was acknowledged, but nothing is committed")),
+        }
+    }
+    for (p, o) in &h.group_final_committed {
+        if !h.group_commit_attempts.contains(&(*p, *o)) {
+            out.push(format!("partition {p}: committed offset {o} was never committed by a member"));
+        }
+    }
+    out
+}
+
+/// After the faults stop, the group settles and commits everything.
+pub fn group_liveness(h: &History) -> Vec<String> {
+    if !h.group_enabled {
+        return Vec::new();
+    }
+    h.group_final_log_end
+        .iter()
+        .filter(|(p, end)| h.group_final_committed.get(p).copied().unwrap_or(0) != **end)
+        .map(|(p, end)| format!("partition {p}: log ends at {end}, committed {:?} after healing", h.group_final_committed.get(p)))
+        .collect()
+}
+
 /// All checkers, by name.
 pub fn all(h: &History) -> Vec<(&'static str, Vec<String>)> {
     vec![
@@ -117,5 +203,9 @@ pub fn all(h: &History) -> Vec<(&'static str, Vec<String>)> {
         ("high-watermark-monotonic", high_watermark_monotonic(h)),
         ("deleted-topics-stay-deleted", deleted_topics_stay_deleted(h)),
         ("liveness", liveness(h)),
+        ("group-single-ownership", group_single_ownership(h)),
+        ("group-committed-monotone", group_committed_monotone(h)),
+        ("group-commits-survive", group_commits_survive(h)),
+        ("group-liveness", group_liveness(h)),
     ]
 }

@@ -18,7 +18,8 @@
 //! - Transient read corruption (rate `read_corrupt_per_mille`): a read returns the data with one
 //!   bit flipped; the stored bytes are intact. The broker must catch it by checksum and never
 //!   serve it, and recovery must re-read before cutting anything.
-//! - Latency: every operation sleeps 0..`latency_us_max` microseconds of simulated time.
+//! - Latency: every operation sleeps 0..`latency_us_max` microseconds of simulated time, and
+//!   an fdatasync stalls for 10-300 ms with chance `sync_stall_per_mille`.
 //! - Directory operations (create, rename, remove) are durable immediately: the log syncs the
 //!   directory after each of them anyway, and modelling their loss is future work. A latent
 //!   (persistent) error in *synced* data is not modelled: on a single node it is data loss no log
@@ -46,6 +47,8 @@ pub struct DiskFaults {
     /// A read returns one flipped bit (transient: the next read is clean).
     pub read_corrupt_per_mille: u32,
     pub latency_us_max: u64,
+    /// Chance (per mille) that an fdatasync stalls for 10-300 ms, as real disks sometimes do.
+    pub sync_stall_per_mille: u32,
 }
 
 #[derive(Default, Clone)]
@@ -278,6 +281,10 @@ impl DiskFile for SimFile {
         let (disk, path) = (self.disk.clone(), self.path.clone());
         Box::pin(async move {
             pause(disk.latency()).await;
+            let stall = per_mille(disk.state.lock().expect("disk lock").faults.sync_stall_per_mille);
+            if stall {
+                pause(Duration::from_millis(madsim::rand::thread_rng().gen_range(10..=300))).await;
+            }
             let mut state = disk.state.lock().expect("disk lock");
             let eio = per_mille(state.faults.sync_eio_per_mille);
             let f = state.files.get_mut(&path).ok_or_else(|| not_found(&path))?;

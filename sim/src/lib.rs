@@ -7,4 +7,6 @@ pub mod clock;
 #[cfg(madsim)]
 pub mod disk;
 #[cfg(madsim)]
+pub mod groups;
+#[cfg(madsim)]
 pub mod scenario;

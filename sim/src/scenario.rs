@@ -23,6 +23,7 @@ use strand::runtime::Runtime;
 use crate::check::History;
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, SimDisk};
+use crate::groups::{self, GroupOptions};
 
 pub const TOPIC: &str = "sim";
 const BROKER_IP: [u8; 4] = [10, 0, 0, 1];
@@ -48,6 +49,10 @@ pub struct Options {
     /// An admin client creating and deleting scratch topics.
     pub admin: bool,
     pub disk: DiskFaults,
+    /// The consumer-group workload (`groups.rs`), if this seed runs it.
+    pub groups: Option<GroupOptions>,
+    /// `group_initial_rebalance_delay_ms` of the broker.
+    pub initial_rebalance_delay_ms: u64,
 }
 
 impl Options {
@@ -75,7 +80,10 @@ impl Options {
                 write_eio_per_mille: if disk_faults && rng.gen_bool(0.3) { rng.gen_range(1..=30) } else { 0 },
                 read_corrupt_per_mille: if disk_faults && rng.gen_bool(0.3) { rng.gen_range(1..=20) } else { 0 },
                 latency_us_max: if rng.gen_bool(0.5) { rng.gen_range(10..=3000) } else { 0 },
+                sync_stall_per_mille: if rng.gen_bool(0.5) { rng.gen_range(10..=300) } else { 0 },
             },
+            groups: if rng.gen_bool(0.6) { Some(GroupOptions::from_seed()) } else { None },
+            initial_rebalance_delay_ms: [0, 0, 3000][rng.gen_range(0..3)],
         }
     }
 }
@@ -130,7 +138,7 @@ async fn produce_once(client: &mut Client, values: &[String], now_ms: i64, acks:
     Ok(if p.error_code == 0 { Ok(p.base_offset) } else { Err(p.error_code) })
 }
 
-async fn connect() -> Option<Client> {
+pub async fn connect() -> Option<Client> {
     match tokio::time::timeout(Duration::from_secs(5), Client::connect(&broker_addr().to_string())).await {
         Ok(Ok(c)) => Some(c),
         _ => None,
@@ -224,6 +232,17 @@ async fn admin_workload(rec: Shared, rounds: usize) {
     }
 }
 
+/// Create `name` with `partitions` partitions (already existing is fine).
+async fn create_topic(c: &mut Client, name: &str, partitions: i32) -> bool {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let create = CreateTopicsRequest::default().with_timeout_ms(5_000).with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    matches!(tokio::time::timeout(Duration::from_secs(10), c.send_at(&create, 5)).await, Ok(Ok(r)) if r.topics[0].error_code == 0 || r.topics[0].error_code == 36)
+}
+
 /// Read the partition from `from`, returning records, the high watermark, and whether the read
 /// reached it.
 async fn fetch_from(client: &mut Client, from: i64) -> anyhow::Result<(Vec<(i64, String)>, i64)> {
@@ -290,6 +309,7 @@ pub async fn run(opts: Options, rec: Shared) {
     let disk = SimDisk::new();
     let clock = SimClock::new();
     event(&rec, format!("options {opts:?}"));
+    let initial_delay = opts.initial_rebalance_delay_ms;
     let broker = {
         let (disk, clock) = (disk.clone(), clock.clone());
         handle
@@ -299,7 +319,13 @@ pub async fn run(opts: Options, rec: Shared) {
             .init(move || {
                 let runtime = Runtime { disk: Arc::new(disk.clone()), clock: Arc::new(clock.clone()) };
                 async move {
-                    let config = BrokerConfig { listen: broker_addr(), data_dir: "/data".into(), ..BrokerConfig::default() };
+                    let config = BrokerConfig {
+                        listen: broker_addr(),
+                        data_dir: "/data".into(),
+                        offsets_topic_num_partitions: 3,
+                        group_initial_rebalance_delay_ms: initial_delay,
+                        ..BrokerConfig::default()
+                    };
                     // A broker that cannot start (a disk error during recovery) exits with its
                     // error, as the real process does; healing restarts it, as a supervisor would.
                     match strand::server::start(runtime, config).await {
@@ -317,11 +343,16 @@ pub async fn run(opts: Options, rec: Shared) {
     // Create the topic before the faults start (from a node with an address: madsim's main
     // node has none).
     let admin = handle.create_node().name("admin").ip(IpAddr::from([10, 0, 4, 1])).build();
+    let group_partitions = opts.groups.as_ref().map(|g| g.partitions);
     admin
         .spawn(async move {
             loop {
                 if let Some(mut c) = connect().await {
-                    if strand::cli::topic::partition_count(&mut c, TOPIC, true).await.is_ok() {
+                    let grp_ok = match group_partitions {
+                        None => true,
+                        Some(n) => create_topic(&mut c, groups::GROUP_TOPIC, n).await,
+                    };
+                    if grp_ok && strand::cli::topic::partition_count(&mut c, TOPIC, true).await.is_ok() {
                         return;
                     }
                 }
@@ -344,6 +375,31 @@ pub async fn run(opts: Options, rec: Shared) {
     } else {
         None
     };
+    // The group workload: member nodes (restartable: a restart is a new incarnation), its
+    // producer and a monitor of the committed offsets.
+    let group_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut member_nodes = Vec::new();
+    let mut group_tasks = Vec::new();
+    if let Some(g) = opts.groups.clone() {
+        rec.lock().expect("recorder lock").history.group_enabled = true;
+        rec.lock().expect("recorder lock").history.unfinished.push("group producer".into());
+        for m in 0..g.members {
+            let (g, rec, stop) = (g.clone(), rec.clone(), group_stop.clone());
+            let node = handle
+                .create_node()
+                .name(format!("member-{m}"))
+                .ip(IpAddr::from([10, 0, 6, m as u8 + 1]))
+                .init(move || groups::member(format!("member-{m}"), g.clone(), rec.clone(), stop.clone()))
+                .build();
+            member_nodes.push(node);
+        }
+        let node = handle.create_node().name("group-producer").ip(IpAddr::from([10, 0, 7, 1])).build();
+        group_tasks.push(node.spawn(groups::producer(g.clone(), rec.clone())));
+        let node = handle.create_node().name("group-monitor").ip(IpAddr::from([10, 0, 7, 2])).build();
+        group_tasks.push(node.spawn(groups::monitor(g.clone(), rec.clone(), group_stop.clone())));
+    }
+    let member_crashes = opts.groups.as_ref().is_some_and(|g| g.member_crashes);
+
     let consumer_node = handle.create_node().name("consumer").ip(IpAddr::from([10, 0, 2, 1])).build();
     let consumer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let consumer_task = consumer_node.spawn(consumer(rec.clone(), consumer_stop.clone()));
@@ -361,7 +417,7 @@ pub async fn run(opts: Options, rec: Shared) {
     while tokio::time::Instant::now() < safety_end {
         let wait = madsim::rand::thread_rng().gen_range(200..=3000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let choice = madsim::rand::thread_rng().gen_range(0..5);
+        let choice = madsim::rand::thread_rng().gen_range(0..6);
         match choice {
             0 if opts.crashes => {
                 event(&rec, "nemesis: kill broker, lose unsynced writes".into());
@@ -389,6 +445,15 @@ pub async fn run(opts: Options, rec: Shared) {
                 tokio::time::sleep(Duration::from_millis(t)).await;
                 handle.resume(broker.id());
                 event(&rec, "nemesis: resume broker".into());
+            }
+            5 if member_crashes && !member_nodes.is_empty() => {
+                let m = madsim::rand::thread_rng().gen_range(0..member_nodes.len());
+                event(&rec, format!("nemesis: kill member-{m}"));
+                handle.kill(member_nodes[m].id());
+                let down = madsim::rand::thread_rng().gen_range(0..=8000);
+                tokio::time::sleep(Duration::from_millis(down)).await;
+                event(&rec, format!("nemesis: restart member-{m}"));
+                handle.restart(member_nodes[m].id());
             }
             2 if opts.skew => {
                 let skew = madsim::rand::thread_rng().gen_range(-60_000..=60_000);
@@ -422,6 +487,50 @@ pub async fn run(opts: Options, rec: Shared) {
         if tokio::time::timeout(remaining, task).await.is_err() {
             rec.lock().expect("recorder lock").history.unfinished.push("admin".into());
         }
+    }
+    // The group: its producer finishes, then the members commit everything.
+    let mut group_tasks = group_tasks.into_iter();
+    if let Some(producer_task) = group_tasks.next() {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::time::timeout(remaining, producer_task).await;
+        let g = opts.groups.clone().expect("group workload on");
+        let checker = handle.create_node().name("group-checker").ip(IpAddr::from([10, 0, 7, 3])).build();
+        let settled = checker
+            .spawn(async move {
+                loop {
+                    if let Ok((committed, ends)) = groups::final_state(&g).await {
+                        if ends.iter().all(|(p, e)| committed.get(p).copied().unwrap_or(0) == *e) {
+                            return true;
+                        }
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+            .await
+            .expect("group checker task");
+        event(&rec, format!("group settled: {settled}"));
+        group_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in group_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        }
+        let g = opts.groups.clone().expect("group workload on");
+        let rec3 = rec.clone();
+        checker
+            .spawn(async move {
+                match groups::final_state(&g).await {
+                    Ok((committed, ends)) => {
+                        let mut r = rec3.lock().expect("recorder lock");
+                        r.history.group_final_committed = committed;
+                        r.history.group_final_log_end = ends;
+                    }
+                    Err(e) => rec3.lock().expect("recorder lock").history.read_errors.push(e),
+                }
+            })
+            .await
+            .expect("group checker task");
     }
     consumer_stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = tokio::time::timeout(Duration::from_secs(15), consumer_task).await;

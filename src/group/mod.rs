@@ -616,10 +616,14 @@ impl Coordinator {
                 self.groups.remove(&group_id);
             }
             (RecordKey::Group { .. }, Some(RecordValue::Group(v))) => {
+                #[cfg(feature = "planted-bugs")]
+                let generation = if crate::runtime::planted("group-generation-reset") { 0 } else { v.generation };
+                #[cfg(not(feature = "planted-bugs"))]
+                let generation = v.generation;
                 let kind = if v.kind == "consumer" {
-                    Kind::Consumer(Consumer::new(v.generation))
+                    Kind::Consumer(Consumer::new(generation))
                 } else {
-                    let mut c = Classic::new(v.generation);
+                    let mut c = Classic::new(generation);
                     c.protocol_type = (!v.protocol_type.is_empty()).then(|| v.protocol_type.clone());
                     Kind::Classic(c)
                 };

@@ -6,14 +6,24 @@
 //! answers acks, before it syncs), `skip-recovery-crc` (recovery trusts batches without
 //! checking their CRC), `torn-tail-off-by-one` (recovery cuts a torn tail one byte into the
 //! last valid batch), `high-watermark-back` (after a restart the partition publishes a high
-//! watermark one below what was already visible, until the next append).
+//! watermark one below what was already visible, until the next append),
+//! `group-generation-reset` (the group coordinator forgets group generations on restart, so a
+//! generation number is handed out twice), `group-ack-before-durable` (the coordinator answers
+//! commits and joins before their `__consumer_offsets` records are durable).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
 
 use std::sync::RwLock;
 
-pub const PLANTED_BUGS: &[&str] = &["ack-before-fsync", "skip-recovery-crc", "torn-tail-off-by-one", "high-watermark-back"];
+pub const PLANTED_BUGS: &[&str] = &[
+    "ack-before-fsync",
+    "skip-recovery-crc",
+    "torn-tail-off-by-one",
+    "high-watermark-back",
+    "group-generation-reset",
+    "group-ack-before-durable",
+];
 
 static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);
 

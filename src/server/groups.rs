@@ -167,6 +167,12 @@ impl Groups {
             let written = self.append(&topic, &output.records).await;
             (result, output, written)
         };
+        #[cfg(feature = "planted-bugs")]
+        if written.is_ok() && crate::runtime::planted("group-ack-before-durable") {
+            // Planted bug: answer before the records are durable.
+            self.deliver(output, true);
+            return Ok(result);
+        }
         let durable = match written {
             Ok(()) => self.barrier(&topic).await,
             Err(e) => Err(e),
