@@ -348,6 +348,8 @@ async fn group_coordinator_answers_bad_input_like_kafka() {
 
     // ---- ConsumerGroupHeartbeat (KIP-848) ----
     let mut c3 = Client::connect(&addr).await.unwrap();
+    let r = cgh(&mut c3, &cgh_join("", Some(&[TOPIC]), None)).await;
+    assert_eq!(r.error_code, INVALID_REQUEST, "KIP-848 join with an empty group id: {:?}", r.error_message);
     let r = cgh(&mut c3, &cgh_join("cg", None, None)).await;
     assert_eq!(r.error_code, INVALID_REQUEST, "joining without subscribed_topic_names: {:?}", r.error_message);
     let r = cgh(&mut c3, &cgh_join("cg", Some(&[TOPIC]), Some("no-such-assignor"))).await;

@@ -349,6 +349,11 @@ impl Coordinator {
 
     /// `topics`: every topic's partition count, by name.
     pub fn consumer_heartbeat(&mut self, now: Now, req: consumer::HeartbeatRequest, topics: &BTreeMap<String, i32>) -> consumer::HeartbeatResponse {
+        // Kafka's throwIfConsumerGroupHeartbeatRequestIsInvalid: "GroupId can't be empty." is
+        // INVALID_REQUEST (JoinGroup's INVALID_GROUP_ID is the classic protocol's answer).
+        if req.group_id.is_empty() {
+            return consumer::HeartbeatResponse::error(ErrorCode::INVALID_REQUEST, "GroupId can't be empty.", &req.member_id, req.member_epoch);
+        }
         if validate_group_id(&req.group_id) != ErrorCode::NONE {
             return consumer::HeartbeatResponse::error(ErrorCode::INVALID_GROUP_ID, "invalid group id", &req.member_id, req.member_epoch);
         }
