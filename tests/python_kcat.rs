@@ -52,3 +52,94 @@ fn kcat_round_trip() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("topic \"kcat-topic\" with 1 partitions"), "{text}");
 }
+
+/// Group tests: skip `group.initial.rebalance.delay.ms` (3 s by default, as Kafka).
+const GROUP_BROKER_CONFIG: &[&str] = &["group_initial_rebalance_delay_ms = 0"];
+
+fn create_topic(broker: &Broker, name: &str, partitions: i32) {
+    let out = Command::new("timeout")
+        .args(["60", common::strand_bin(), "topic", "create", name, "-p", &partitions.to_string(), "-b", &broker.addr()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "create {name}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Produce `lines` (`key:value`) with kcat, acks=all.
+fn kcat_produce(broker: &Broker, topic: &str, lines: &[String]) {
+    let mut producer = Command::new("timeout")
+        .args(["60", "kcat", "-b", &broker.addr(), "-P", "-t", topic, "-K:", "-X", "request.required.acks=-1"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    producer.stdin.take().unwrap().write_all((lines.join("\n") + "\n").as_bytes()).unwrap();
+    assert!(producer.wait().unwrap().success(), "kcat -P failed:\n{}", broker.log_tail());
+}
+
+/// One run of kcat's balanced consumer in `group` until every assigned partition is at its
+/// end (-e); returns the values read. No -o: in -G mode it would override committed offsets,
+/// so a group without offsets starts at auto.offset.reset=earliest. Offsets are committed on
+/// exit (enable.auto.commit, consumer close).
+fn kcat_group_run(broker: &Broker, group: &str, topic: &str) -> Vec<String> {
+    let out = Command::new("timeout")
+        .args(["120", "kcat", "-b", &broker.addr(), "-G", group, topic, "-e", "-q", "-f", "%s\\n"])
+        .args(["-X", "auto.offset.reset=earliest", "-X", "enable.auto.commit=true", "-X", "auto.commit.interval.ms=1000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kcat -G {group} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        broker.log_tail()
+    );
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn kcat_balanced_consumer_resumes_from_committed_offsets() {
+    let have = Command::new("kcat").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(have, "kcat is not on PATH: run ci/setup.sh");
+    let broker = Broker::start_with("kcat-group", GROUP_BROKER_CONFIG);
+    create_topic(&broker, "kcat-g", 3);
+    let first: Vec<String> = (0..60).map(|i| format!("key{i}:old-{i:03}")).collect();
+    kcat_produce(&broker, "kcat-g", &first);
+    // librdkafka's default partitioner spreads the keys over all three partitions.
+    let out = Command::new("timeout")
+        .args(["60", "kcat", "-b", &broker.addr(), "-C", "-t", "kcat-g", "-o", "beginning", "-e", "-q", "-f", "%p\\n"])
+        .output()
+        .unwrap();
+    let used: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(used.len(), 3, "records landed on partitions {used:?}");
+
+    let mut expected: Vec<String> = (0..60).map(|i| format!("old-{i:03}")).collect();
+    expected.sort();
+    assert_eq!(kcat_group_run(&broker, "kcat-grp", "kcat-g"), expected, "first run reads everything");
+    assert_eq!(kcat_group_run(&broker, "kcat-grp", "kcat-g"), Vec::<String>::new(), "second run: offsets were committed");
+    let more: Vec<String> = (0..5).map(|i| format!("more{i}:new-{i}")).collect();
+    kcat_produce(&broker, "kcat-g", &more);
+    let expected: Vec<String> = (0..5).map(|i| format!("new-{i}")).collect();
+    assert_eq!(kcat_group_run(&broker, "kcat-grp", "kcat-g"), expected, "third run reads exactly the new records");
+    // Another group has its own offsets.
+    assert_eq!(kcat_group_run(&broker, "kcat-other", "kcat-g").len(), 65, "a second group reads everything");
+}
+
+#[test]
+fn kafka_python_group_shares_partitions_and_resumes() {
+    let have = Command::new("python3").args(["-c", "import kafka"]).status().map(|s| s.success()).unwrap_or(false);
+    assert!(have, "kafka-python is not installed (python3 -c 'import kafka' fails): run ci/setup.sh");
+    let broker = Broker::start_with("kafka-python-group", GROUP_BROKER_CONFIG);
+    create_topic(&broker, "py-group", 4);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kafka_python_group.py");
+    let out = Command::new("timeout").args(["120", "python3", script, &broker.addr(), "py-group", "4", "400"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kafka-python group failed ({}):\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        broker.log_tail()
+    );
+    assert_eq!(stdout.trim(), "ok 400");
+}

@@ -423,8 +423,10 @@ impl Consumer {
 
     /// Whether an offset commit from (member, epoch) is acceptable.
     pub fn validate_commit(&self, member_id: &str, epoch: i32) -> ErrorCode {
-        if member_id.is_empty() && epoch < 0 {
-            return if self.members.is_empty() { ErrorCode::NONE } else { ErrorCode::UNKNOWN_MEMBER_ID };
+        // Kafka's ConsumerGroup.validateOffsetCommit: a commit from outside the group
+        // (epoch -1) is accepted while the group has no members, whatever member id it names.
+        if epoch < 0 && self.members.is_empty() {
+            return ErrorCode::NONE;
         }
         match self.members.get(member_id) {
             None => ErrorCode::UNKNOWN_MEMBER_ID,

@@ -187,6 +187,10 @@ pub struct CommitRequest {
     /// Classic: generation id. Consumer: member epoch. -1: a commit from outside the group.
     pub generation: i32,
     pub partitions: Vec<CommitPartition>,
+    /// OffsetCommit v9+: a commit with a generation to a group that does not exist gets
+    /// GROUP_ID_NOT_FOUND; older versions get ILLEGAL_GENERATION (Kafka's
+    /// `OffsetMetadataManager.validateOffsetCommit`).
+    pub group_id_not_found: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -345,6 +349,11 @@ impl Coordinator {
 
     /// `topics`: every topic's partition count, by name.
     pub fn consumer_heartbeat(&mut self, now: Now, req: consumer::HeartbeatRequest, topics: &BTreeMap<String, i32>) -> consumer::HeartbeatResponse {
+        // Kafka's throwIfConsumerGroupHeartbeatRequestIsInvalid: "GroupId can't be empty." is
+        // INVALID_REQUEST (JoinGroup's INVALID_GROUP_ID is the classic protocol's answer).
+        if req.group_id.is_empty() {
+            return consumer::HeartbeatResponse::error(ErrorCode::INVALID_REQUEST, "GroupId can't be empty.", &req.member_id, req.member_epoch);
+        }
         if validate_group_id(&req.group_id) != ErrorCode::NONE {
             return consumer::HeartbeatResponse::error(ErrorCode::INVALID_GROUP_ID, "invalid group id", &req.member_id, req.member_epoch);
         }
@@ -391,19 +400,25 @@ impl Coordinator {
     /// OffsetCommit: one error per partition, in order. Accepted commits are applied now and
     /// their records queued (the shell answers once they are durable).
     pub fn commit(&mut self, now: Now, req: CommitRequest) -> Vec<ErrorCode> {
-        let all = |e: ErrorCode| vec![e; req.partitions.len()];
+        // A group-level error goes to every partition the shell has not already refused
+        // (Kafka answers UNKNOWN_TOPIC_OR_PARTITION before it asks the coordinator).
+        let all = |e: ErrorCode| req.partitions.iter().map(|p| if p.error != ErrorCode::NONE { p.error } else { e }).collect::<Vec<_>>();
         if validate_group_id(&req.group_id) != ErrorCode::NONE {
             return all(ErrorCode::INVALID_GROUP_ID);
         }
+        // Kafka: a negative generation is a commit from outside group management (admin
+        // tools, assign()); it creates a "simple" group, or is accepted by an empty one,
+        // whatever member id it names.
         let verdict = match self.groups.get(&req.group_id).map(|g| &g.kind) {
-            None if req.generation < 0 && req.member_id.is_empty() => {
+            None if req.generation < 0 => {
                 let g = self.new_group(&req.group_id, Kind::Classic(Classic::new(0)));
                 self.groups.insert(req.group_id.clone(), g);
                 ErrorCode::NONE
             }
+            None if req.group_id_not_found => ErrorCode::GROUP_ID_NOT_FOUND,
             None => ErrorCode::ILLEGAL_GENERATION,
             Some(Kind::Classic(c)) => {
-                if req.generation < 0 && req.member_id.is_empty() && c.state == ClassicState::Empty {
+                if req.generation < 0 && c.state == ClassicState::Empty {
                     ErrorCode::NONE
                 } else if classic::fenced(c, &req.member_id, req.instance_id.as_deref()) {
                     ErrorCode::FENCED_INSTANCE_ID

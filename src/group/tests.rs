@@ -138,9 +138,9 @@ fn static_member_restart_keeps_assignment_without_rebalance() {
 fn commits_are_fenced_by_generation_and_replayed() {
     let mut c = Coordinator::new(config(), 1);
     let p = |off| CommitPartition { topic: "t".into(), partition: 0, offset: off, leader_epoch: -1, metadata: None, error: ErrorCode::NONE };
-    let e = c.commit(now(0), CommitRequest { group_id: "g".into(), member_id: String::new(), instance_id: None, generation: -1, partitions: vec![p(5)] });
+    let e = c.commit(now(0), CommitRequest { group_id: "g".into(), member_id: String::new(), instance_id: None, generation: -1, partitions: vec![p(5)], group_id_not_found: false });
     assert_eq!(e, vec![ErrorCode::NONE]);
-    let e = c.commit(now(0), CommitRequest { group_id: "g".into(), member_id: "x".into(), instance_id: None, generation: 3, partitions: vec![p(6)] });
+    let e = c.commit(now(0), CommitRequest { group_id: "g".into(), member_id: "x".into(), instance_id: None, generation: 3, partitions: vec![p(6)], group_id_not_found: false });
     assert_eq!(e, vec![ErrorCode::UNKNOWN_MEMBER_ID]);
     let out = c.take_output();
     assert_eq!(out.records.len(), 1);
@@ -155,6 +155,29 @@ fn commits_are_fenced_by_generation_and_replayed() {
     assert!(got[1].2.is_none());
     assert_eq!(d.delete("g"), ErrorCode::NONE);
     assert_eq!(d.delete("g"), ErrorCode::GROUP_ID_NOT_FOUND);
+}
+
+#[test]
+fn commit_to_an_unknown_group_and_refused_partitions_as_kafka() {
+    let mut c = Coordinator::new(config(), 1);
+    let p = |topic: &str, error| CommitPartition { topic: topic.into(), partition: 0, offset: 1, leader_epoch: -1, metadata: None, error };
+    let req = |group: &str, member: &str, generation, v9| CommitRequest {
+        group_id: group.into(),
+        member_id: member.into(),
+        instance_id: None,
+        generation,
+        partitions: vec![p("t", ErrorCode::NONE), p("gone", ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)],
+        group_id_not_found: v9,
+    };
+    // With a generation, to a group that does not exist: v8 ILLEGAL_GENERATION, v9
+    // GROUP_ID_NOT_FOUND; a partition the shell refused keeps its own error.
+    assert_eq!(c.commit(now(0), req("g", "m", 5, false)), vec![ErrorCode::ILLEGAL_GENERATION, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION]);
+    assert_eq!(c.commit(now(0), req("g", "m", 5, true)), vec![ErrorCode::GROUP_ID_NOT_FOUND, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION]);
+    assert!(c.group("g").is_none(), "refused commits create no group");
+    // Generation -1 is a commit from outside group management, whatever the member id.
+    assert_eq!(c.commit(now(0), req("g", "m", -1, true)), vec![ErrorCode::NONE, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION]);
+    assert_eq!(c.commit(now(0), req("g", "other", -1, false)), vec![ErrorCode::NONE, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION]);
+    assert_eq!(c.group("g").unwrap().offsets.len(), 1);
 }
 
 #[test]

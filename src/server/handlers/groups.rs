@@ -255,7 +255,7 @@ pub async fn leave_group(broker: &Arc<Broker>, version: i16, req: LeaveGroupRequ
 
 // ---- offsets ----
 
-pub async fn offset_commit(broker: &Arc<Broker>, _version: i16, req: OffsetCommitRequest) -> Reply {
+pub async fn offset_commit(broker: &Arc<Broker>, version: i16, req: OffsetCommitRequest) -> Reply {
     let mut partitions = Vec::new();
     for t in &req.topics {
         let topic = s(&t.name.0);
@@ -281,6 +281,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, _version: i16, req: OffsetCommi
         instance_id: opt(&req.group_instance_id),
         generation: req.generation_id_or_member_epoch,
         partitions,
+        group_id_not_found: version >= 9,
     };
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
