@@ -420,6 +420,7 @@ impl ClassicSim {
             member_id,
             instance_id: None,
             generation,
+            group_id_not_found: false,
             partitions: parts
                 .iter()
                 .map(|(p, o)| CommitPartition { topic: TOPIC.into(), partition: *p, offset: *o, leader_epoch: -1, metadata: Some(format!("m{o}")), error: ErrorCode::NONE })
@@ -558,6 +559,11 @@ impl ClassicSim {
                 }
                 let parts: Vec<(i32, i64)> = (0..self.partitions).map(|p| (p, cl.position.get(&p).copied().unwrap_or(0) - 1 - (d % 20) as i64)).collect();
                 let g = cl.generation - 1 - (d % 2) as i32;
+                if g < 0 {
+                    // Generation -1 is the admin path (Kafka accepts it for an empty group
+                    // whatever the member id), not a stale generation.
+                    return;
+                }
                 let errors = self.commit(cl.member_id.clone(), g, parts);
                 assert!(errors.iter().all(|e| *e != ErrorCode::NONE), "stale generation {g} commit accepted: {errors:?}");
             }
