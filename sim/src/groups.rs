@@ -306,7 +306,8 @@ pub async fn producer(opts: GroupOptions, rec: Shared) {
             }
             // Duplicates from retries are fine: the group checks count offsets, not values.
             sent += n;
-            tokio::time::sleep(Duration::from_millis(madsim::rand::thread_rng().gen_range(10..=300))).await;
+            // Spread over the safety phase, so members commit while faults happen.
+            tokio::time::sleep(Duration::from_millis(madsim::rand::thread_rng().gen_range(50..=1200))).await;
         }
     }
     event(&rec, "group producer done".into());
@@ -317,7 +318,7 @@ pub async fn producer(opts: GroupOptions, rec: Shared) {
 pub async fn monitor(opts: GroupOptions, rec: Shared, stop: Arc<AtomicBool>) {
     let mut client: Option<Client> = None;
     while !stop.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         if client.is_none() {
             client = connect().await;
         }

@@ -420,6 +420,19 @@ pub async fn run(opts: Options, rec: Shared) {
         let choice = madsim::rand::thread_rng().gen_range(0..6);
         match choice {
             0 if opts.crashes => {
+                if madsim::rand::thread_rng().gen_bool(0.5) {
+                    // Targeted: crash the moment a client learns of an acknowledgement (a
+                    // produce or an offset commit), when an early answer would be exposed.
+                    let commits_only = opts.groups.is_some() && madsim::rand::thread_rng().gen_bool(0.5);
+                    let acks = |r: &Recorder| {
+                        r.history.group_commit_acked.len() + if commits_only { 0 } else { r.history.acked.len() }
+                    };
+                    let before = acks(&rec.lock().expect("recorder lock"));
+                    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+                    while acks(&rec.lock().expect("recorder lock")) == before && tokio::time::Instant::now() < until {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                }
                 event(&rec, "nemesis: kill broker, lose unsynced writes".into());
                 handle.kill(broker.id());
                 event(&rec, format!("disk before crash (durable, written): {:?}", disk.describe()));
