@@ -199,6 +199,9 @@ pub struct BrokerConfig {
     pub message_max_bytes: Option<i32>,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (fixed once created).
     pub offsets_topic_num_partitions: i32,
+    /// `__consumer_offsets` partitions are compacted (live records copied forward, the prefix
+    /// deleted) when they hold more than this many bytes (and 4x their live records).
+    pub offsets_topic_compact_bytes: u64,
     /// `offsets.retention.minutes`: committed offsets of an empty group are kept this long.
     pub offsets_retention_minutes: i64,
     /// `group.initial.rebalance.delay.ms`.
@@ -230,6 +233,7 @@ impl Default for BrokerConfig {
             log_retention_bytes: None,
             message_max_bytes: None,
             offsets_topic_num_partitions: 50,
+            offsets_topic_compact_bytes: 16 * 1024 * 1024,
             offsets_retention_minutes: 7 * 24 * 60,
             group_initial_rebalance_delay_ms: 3_000,
             group_min_session_timeout_ms: 6_000,

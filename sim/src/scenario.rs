@@ -53,6 +53,8 @@ pub struct Options {
     pub groups: Option<GroupOptions>,
     /// `group_initial_rebalance_delay_ms` of the broker.
     pub initial_rebalance_delay_ms: u64,
+    /// `offsets_topic_compact_bytes` of the broker (small: compaction under faults).
+    pub offsets_compact_bytes: u64,
 }
 
 impl Options {
@@ -84,6 +86,7 @@ impl Options {
             },
             groups: if rng.gen_bool(0.6) { Some(GroupOptions::from_seed()) } else { None },
             initial_rebalance_delay_ms: [0, 0, 3000][rng.gen_range(0..3)],
+            offsets_compact_bytes: [1024, 4096, 16 << 20][rng.gen_range(0..3)],
         }
     }
 }
@@ -310,6 +313,7 @@ pub async fn run(opts: Options, rec: Shared) {
     let clock = SimClock::new();
     event(&rec, format!("options {opts:?}"));
     let initial_delay = opts.initial_rebalance_delay_ms;
+    let compact_bytes = opts.offsets_compact_bytes;
     let broker = {
         let (disk, clock) = (disk.clone(), clock.clone());
         handle
@@ -324,6 +328,7 @@ pub async fn run(opts: Options, rec: Shared) {
                         data_dir: "/data".into(),
                         offsets_topic_num_partitions: 3,
                         group_initial_rebalance_delay_ms: initial_delay,
+                        offsets_topic_compact_bytes: compact_bytes,
                         ..BrokerConfig::default()
                     };
                     // A broker that cannot start (a disk error during recovery) exits with its

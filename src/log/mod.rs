@@ -503,25 +503,61 @@ impl PartitionLog {
         }
         if deletable > 0 {
             let new_start = self.segments[deletable].base_offset;
-            // Persist the new start first: a crash then leaves extra files, never a start that
-            // moved back.
-            write_checkpoint(&self.rt, &self.dir.join(LOG_START_CHECKPOINT), new_start).await?;
-            self.log_start_offset = self.log_start_offset.max(new_start);
-            let removed: Vec<Segment> = self.segments.drain(..deletable).collect();
-            for seg in &removed {
-                for p in [segment::log_path(&self.dir, seg.base_offset), segment::index_path(&self.dir, seg.base_offset), segment::time_index_path(&self.dir, seg.base_offset)] {
-                    match self.rt.disk.remove(&p).await {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::Io { path: p, source: e }),
-                    }
-                }
-            }
-            self.rt.disk.sync_dir(&self.dir).await.map_err(io_err(&self.dir))?;
+            self.advance_start(new_start, deletable).await?;
         }
         write_checkpoint(&self.rt, &self.dir.join(RECOVERY_CHECKPOINT), self.durable_offset).await?;
         self.check_invariants();
         Ok(deletable)
+    }
+
+    /// Move the log start to `new_start` and remove the first `segments` segments (all below
+    /// it). The new start is persisted first: a crash then leaves extra files, never a start
+    /// that moved back.
+    async fn advance_start(&mut self, new_start: i64, segments: usize) -> Result<()> {
+        write_checkpoint(&self.rt, &self.dir.join(LOG_START_CHECKPOINT), new_start).await?;
+        self.log_start_offset = self.log_start_offset.max(new_start);
+        let removed: Vec<Segment> = self.segments.drain(..segments).collect();
+        for seg in &removed {
+            for p in [segment::log_path(&self.dir, seg.base_offset), segment::index_path(&self.dir, seg.base_offset), segment::time_index_path(&self.dir, seg.base_offset)] {
+                match self.rt.disk.remove(&p).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::Io { path: p, source: e }),
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.rt.disk.sync_dir(&self.dir).await.map_err(io_err(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Seal the active segment if it holds anything, so everything before the log end can
+    /// later be removed as whole segments.
+    pub async fn roll_if_nonempty(&mut self) -> Result<()> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::Failed { dir: self.dir.clone(), reason: reason.clone() });
+        }
+        if !self.active().is_empty() {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    /// Kafka's DeleteRecords: the log now starts at `offset` (at most the durable offset);
+    /// segments wholly below it are removed. Returns the number of segments removed.
+    pub async fn delete_records_before(&mut self, offset: i64) -> Result<usize> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::Failed { dir: self.dir.clone(), reason: reason.clone() });
+        }
+        let new_start = offset.min(self.durable_offset);
+        if new_start <= self.log_start_offset {
+            return Ok(0);
+        }
+        let n = self.segments[..self.segments.len() - 1].iter().take_while(|s| s.next_offset <= new_start).count();
+        self.advance_start(new_start, n).await?;
+        self.check_invariants();
+        Ok(n)
     }
 
     pub fn set_config(&mut self, config: TopicConfig) {

@@ -167,6 +167,29 @@ impl Partition {
         Ok(deleted)
     }
 
+    /// Bytes of log on disk.
+    pub async fn size_bytes(&self) -> u64 {
+        self.log.lock().await.as_ref().map(|l| l.size_bytes()).unwrap_or(0)
+    }
+
+    /// Seal the active segment if it holds anything (see `PartitionLog::roll_if_nonempty`).
+    pub async fn roll(&self) -> Result<()> {
+        let mut guard = self.log.lock().await;
+        let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
+        log.roll_if_nonempty().await?;
+        self.publish(log);
+        Ok(())
+    }
+
+    /// Kafka's DeleteRecords: move the log start to `offset` (at most the high watermark).
+    pub async fn delete_records_before(&self, offset: i64) -> Result<usize> {
+        let mut guard = self.log.lock().await;
+        let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
+        let n = log.delete_records_before(offset).await?;
+        self.log_start_offset.store(log.log_start_offset(), Ordering::SeqCst);
+        Ok(n)
+    }
+
     fn publish(&self, log: &PartitionLog) {
         let durable = log.durable_offset();
         self.high_watermark.send_if_modified(|hw| {

@@ -39,6 +39,10 @@ pub struct Groups {
     topic: Mutex<Option<Arc<Topic>>>,
     create: tokio::sync::Mutex<()>,
     failed: AtomicBool,
+    /// Compact a partition holding more than this many bytes.
+    compact_bytes: u64,
+    /// Bytes of live records each partition's last compaction wrote.
+    live_bytes: Mutex<BTreeMap<i32, u64>>,
 }
 
 /// What a step's caller gets back: its own result, or the coordinator is unavailable.
@@ -46,7 +50,7 @@ pub type StepResult<T> = Result<T, ErrorCode>;
 
 impl Groups {
     /// Load committed offsets and group generations from `__consumer_offsets`, if it exists.
-    pub async fn open(rt: Runtime, topics: &TopicRegistry, config: GroupConfig) -> anyhow::Result<Groups> {
+    pub async fn open(rt: Runtime, topics: &TopicRegistry, config: GroupConfig, compact_bytes: u64) -> anyhow::Result<Groups> {
         let mut core = Coordinator::new(config, rng::random_u64());
         let topic = topics.get(OFFSETS_TOPIC);
         if let Some(topic) = &topic {
@@ -97,6 +101,8 @@ impl Groups {
             topic: Mutex::new(topic),
             create: tokio::sync::Mutex::new(()),
             failed: AtomicBool::new(false),
+            compact_bytes,
+            live_bytes: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -247,6 +253,54 @@ impl Groups {
     }
 }
 
+impl Groups {
+    /// Compaction, strand's way: a partition of `__consumer_offsets` that grew past
+    /// `compact_bytes` (and past 4x its live records) gets every live record of its groups
+    /// appended again after a segment roll; once those are durable, the log start moves to the
+    /// first of them and the older segments are deleted. Replay from the new start rebuilds the
+    /// same state, because the copies carry everything live.
+    pub async fn compact(&self, topics: &TopicRegistry) {
+        if self.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(topic) = self.topic.lock().expect("topic lock").clone() else { return };
+        for (p, partition) in topic.partitions.iter().enumerate() {
+            let p = p as i32;
+            let size = partition.size_bytes().await;
+            let live = self.live_bytes.lock().expect("live lock").get(&p).copied().unwrap_or(0);
+            if size <= self.compact_bytes || size <= live.saturating_mul(4) {
+                continue;
+            }
+            let start = {
+                let _order = self.order.lock().await;
+                if let Err(e) = partition.roll().await {
+                    self.fail(&format!("{OFFSETS_TOPIC}-{p}: roll for compaction: {e}"));
+                    return;
+                }
+                let start = partition.log_end_offset();
+                let records = self.core.lock().expect("core lock").snapshot(p);
+                let bytes: u64 = records.iter().map(|r| encode_key(&r.key).len() as u64 + r.value.as_ref().map_or(0, |v| encode_value(v).len() as u64) + 16).sum();
+                if self.append(&topic, &records).await.is_err() {
+                    return;
+                }
+                self.live_bytes.lock().expect("live lock").insert(p, bytes);
+                start
+            };
+            if self.barrier(&topic).await.is_err() {
+                return;
+            }
+            match partition.delete_records_before(start).await {
+                Ok(n) => tracing::info!(partition = p, before = size, start, segments = n, "compacted {OFFSETS_TOPIC}"),
+                Err(e) => {
+                    self.fail(&format!("{OFFSETS_TOPIC}-{p}: deleting the compacted prefix: {e}"));
+                    return;
+                }
+            }
+        }
+        let _ = topics;
+    }
+}
+
 /// Every topic's partition count by name (what KIP-848 assignors see).
 pub fn topic_view(topics: &TopicRegistry) -> BTreeMap<String, i32> {
     topics.all().iter().filter(|t| t.name != OFFSETS_TOPIC).map(|t| (t.name.clone(), t.partitions.len() as i32)).collect()
@@ -262,8 +316,16 @@ fn unavailable(reply: Reply) -> Reply {
 
 /// The tick loop.
 pub async fn tick_loop(broker: Arc<super::Broker>) {
+    let mut n = 0u64;
     loop {
         tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
         broker.groups.tick(&broker.topics).await;
+        n += 1;
+        if n % COMPACT_EVERY_TICKS == 0 {
+            broker.groups.compact(&broker.topics).await;
+        }
     }
 }
+
+/// How often (in ticks) partitions are checked for compaction.
+const COMPACT_EVERY_TICKS: u64 = 50;

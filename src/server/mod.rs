@@ -87,7 +87,7 @@ pub async fn start(rt: Runtime, config: BrokerConfig) -> anyhow::Result<ServerHa
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let topics = TopicRegistry::open(rt.clone(), config.data_dir.clone(), defaults).await?;
-    let groups = groups::Groups::open(rt.clone(), &topics, config.group_config()).await?;
+    let groups = groups::Groups::open(rt.clone(), &topics, config.group_config(), config.offsets_topic_compact_bytes).await?;
     let local_addr = listener.local_addr()?;
     let advertised = match &config.advertised_listener {
         Some(_) => config.advertised(),
