@@ -59,7 +59,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let nonce = crate::runtime::rng::random_u64();
     let root = args.data_dir.join(format!("run-{nonce:016x}"));
     rt.disk.create_dir_all(&root).await.with_context(|| format!("creating {}", root.display()))?;
-    let result = bench_in(&args, &rt, &root).await;
+    let result = if args.groups { crate::cli::bench_groups::run(&rt, &root).await } else { bench_in(&args, &rt, &root).await };
     let _ = rt.disk.remove_dir_all(&root).await;
     let _ = std::fs::remove_dir(&args.data_dir);
     result

@@ -3,6 +3,7 @@
 //! them. Bad flags or config print one line naming the problem and exit non-zero.
 
 pub mod bench;
+pub mod bench_groups;
 pub mod broker;
 pub mod consume;
 pub mod group;
@@ -210,6 +211,9 @@ pub struct BenchArgs {
     /// Seconds for the latency phase.
     #[arg(long, default_value_t = 10)]
     pub latency_secs: u64,
+    /// Measure the group coordinator instead (rebalance time, offset-commit throughput).
+    #[arg(long)]
+    pub groups: bool,
 }
 
 /// Parse the command line and run; returns the process exit code.
