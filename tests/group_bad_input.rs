@@ -411,3 +411,73 @@ async fn group_coordinator_answers_bad_input_like_kafka() {
     assert!(!log.contains("panic"), "the broker log shows a panic:\n{}", broker.log_tail());
     broker.stop();
 }
+
+/// OffsetFetch v8+ asks about several groups at once; FindCoordinator v4+ about several keys;
+/// LeaveGroup v3+ removes several members at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_group_requests() {
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::{FindCoordinatorRequest, LeaveGroupRequest, OffsetFetchRequest};
+    let broker = Broker::start_with("group-batched", BROKER_CONFIG);
+    let addr = broker.addr();
+    let mut c = Client::connect(&addr).await.unwrap();
+    let created = c
+        .send(
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default().with_name(tname("bt")).with_num_partitions(2).with_replication_factor(1)]),
+            5,
+        )
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(created.topics[0].error_code, NONE);
+    let fc = c
+        .send_at(&FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![sb("ga"), sb("gb"), sb("")]), 4)
+        .await
+        .unwrap();
+    let errors: Vec<i16> = fc.coordinators.iter().map(|k| k.error_code).collect();
+    assert_eq!(errors, vec![0, 0, 24], "two groups found, an empty key is INVALID_GROUP_ID");
+    assert!(fc.coordinators[0].port > 0);
+    for (g, o) in [("ga", 11i64), ("gb", 22)] {
+        let r = commit(&mut c, 8, g, "", -1, &[("bt", 0, o), ("bt", 1, o + 1)]).await;
+        assert!(commit_errors(&r).iter().all(|(_, _, e)| *e == NONE));
+    }
+    let fetch = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default().with_group_id(gid("ga")).with_topics(None),
+        OffsetFetchRequestGroup::default()
+            .with_group_id(gid("gb"))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default().with_name(tname("bt")).with_partition_indexes(vec![1])])),
+        OffsetFetchRequestGroup::default().with_group_id(gid("nobody")).with_topics(None),
+    ]);
+    let r = c.send_at(&fetch, 8).await.unwrap();
+    assert_eq!(r.groups.len(), 3);
+    let offsets = |i: usize| -> Vec<(i32, i64)> {
+        r.groups[i].topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.committed_offset))).collect()
+    };
+    assert_eq!(offsets(0), vec![(0, 11), (1, 12)]);
+    assert_eq!(offsets(1), vec![(1, 23)]);
+    assert!(offsets(2).is_empty(), "an unknown group has no offsets");
+    assert!(r.groups.iter().all(|g| g.error_code == NONE));
+    // Two members join one group, then leave in one LeaveGroup.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let first = join(&mut c, 5, &join_request("gl", "", "consumer", 10_000)).await;
+        assert_eq!(first.error_code, 79);
+        ids.push(first.member_id.to_string());
+    }
+    let mut c2 = Client::connect(&addr).await.unwrap();
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    let ja = tokio::spawn(async move { join(&mut c2, 5, &join_request("gl", &a, "consumer", 10_000)).await });
+    let jb = join(&mut c, 5, &join_request("gl", &b, "consumer", 10_000)).await;
+    let ja = ja.await.unwrap();
+    assert_eq!((ja.error_code, jb.error_code), (NONE, NONE));
+    let leave = LeaveGroupRequest::default().with_group_id(gid("gl")).with_members(vec![
+        MemberIdentity::default().with_member_id(sb(&ids[0])),
+        MemberIdentity::default().with_member_id(sb(&ids[1])),
+        MemberIdentity::default().with_member_id(sb("stranger")),
+    ]);
+    let r = c.send_at(&leave, 4).await.unwrap();
+    let errors: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
+    assert_eq!(errors, vec![NONE, NONE, 25]);
+}

@@ -230,3 +230,34 @@ fn java_string_hash_partitioning() {
     assert_eq!(partition_for("abc", 50), 4);
     assert!((0..50).contains(&partition_for("a-very-long-group-name-with-negative-hash-perhaps", 50)));
 }
+
+#[test]
+fn offsets_of_an_empty_group_expire_after_retention() {
+    let cfg = GroupConfig { offsets_retention_ms: 60_000, ..config() };
+    let mut c = Coordinator::new(cfg, 1);
+    let p = CommitPartition { topic: "t".into(), partition: 0, offset: 7, leader_epoch: -1, metadata: None, error: ErrorCode::NONE };
+    let e = c.commit(now(0), CommitRequest { group_id: "g".into(), member_id: String::new(), instance_id: None, generation: -1, group_id_not_found: false, partitions: vec![p] });
+    assert_eq!(e, vec![ErrorCode::NONE]);
+    c.take_output();
+    c.tick(now(1_000), &BTreeMap::new());
+    c.tick(now(60_000), &BTreeMap::new());
+    assert!(c.group("g").is_some(), "kept until the retention has passed since the group became empty");
+    c.tick(now(61_001), &BTreeMap::new());
+    assert!(c.group("g").is_none(), "expired");
+    let out = c.take_output();
+    assert!(out.records.iter().any(|r| matches!(&r.key, records::RecordKey::Offset { .. }) && r.value.is_none()), "offset tombstone written");
+    assert!(out.records.iter().any(|r| matches!(&r.key, records::RecordKey::Group { .. }) && r.value.is_none()), "group tombstone written");
+}
+
+#[test]
+fn an_empty_group_without_offsets_is_removed_after_the_grace_period() {
+    let mut c = Coordinator::new(config(), 1);
+    let a = member_id_for(&mut c, 0, 1);
+    c.join(now(0), 2, join_req("g", &a, None));
+    c.take_output();
+    assert_eq!(c.leave(now(10), "g", &[(a.clone(), None)]), vec![ErrorCode::NONE]);
+    c.tick(now(20), &BTreeMap::new());
+    assert_eq!(c.group("g").unwrap().state(), "Empty");
+    c.tick(now(20 + EMPTY_GROUP_GRACE_MS as u64), &BTreeMap::new());
+    assert!(c.group("g").is_none());
+}
