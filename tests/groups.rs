@@ -365,8 +365,35 @@ fn kip848_consumer_protocol() {
     wait_for_cover(&broker, &[&m2, &m3], 4, Duration::from_secs(30));
     let produced = producer.join().unwrap();
     check_consumed(&broker, "ng", "nk", &produced, &log, Duration::from_secs(60));
+    // ConsumerGroupDescribe agrees with what the members hold.
+    let described = describe_consumer_group(&addr, "ng");
+    let mut want: Vec<(String, BTreeSet<i32>)> = vec![("m2".into(), m2.assignment()), ("m3".into(), m3.assignment())];
+    want.sort();
+    assert_eq!(described, want);
     m2.stop();
     m3.stop();
+}
+
+/// (client id, assigned partitions) of each member, from ConsumerGroupDescribe.
+fn describe_consumer_group(addr: &str, group: &str) -> Vec<(String, BTreeSet<i32>)> {
+    use kafka_protocol::messages::{ConsumerGroupDescribeRequest, GroupId};
+    use kafka_protocol::protocol::StrBytes;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = strand::client::Client::connect(addr).await.unwrap();
+        let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let (_, r) = c.send(&req, 1).await.unwrap();
+        let g = &r.groups[0];
+        assert_eq!(g.error_code, 0);
+        assert_eq!(g.group_state.as_str(), "Stable");
+        let mut out: Vec<(String, BTreeSet<i32>)> = g
+            .members
+            .iter()
+            .map(|m| (m.client_id.to_string(), m.assignment.topic_partitions.iter().flat_map(|t| t.partitions.iter().copied()).collect()))
+            .collect();
+        out.sort();
+        out
+    })
 }
 
 #[test]

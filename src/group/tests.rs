@@ -261,3 +261,20 @@ fn an_empty_group_without_offsets_is_removed_after_the_grace_period() {
     c.tick(now(20 + EMPTY_GROUP_GRACE_MS as u64), &BTreeMap::new());
     assert!(c.group("g").is_none());
 }
+
+#[test]
+fn initial_rebalance_delay_waits_for_more_members() {
+    let cfg = GroupConfig { initial_rebalance_delay_ms: 3_000, ..GroupConfig::default() };
+    let mut c = Coordinator::new(cfg, 1);
+    let a = member_id_for(&mut c, 0, 1);
+    c.join(now(0), 2, join_req("g", &a, None));
+    assert!(c.take_output().replies.is_empty(), "the first member waits out the delay");
+    let b = member_id_for(&mut c, 1_000, 3);
+    c.join(now(1_000), 4, join_req("g", &b, None));
+    c.tick(now(2_999), &BTreeMap::new());
+    assert!(c.take_output().replies.is_empty(), "a newcomer extends the delay");
+    c.tick(now(4_000), &BTreeMap::new());
+    let out = c.take_output();
+    let (ra, rb) = (join_reply(&out, 2).unwrap(), join_reply(&out, 4).unwrap());
+    assert_eq!((ra.generation, rb.generation), (1, 1), "both in the first generation");
+}
