@@ -44,6 +44,8 @@ pub struct GroupOptions {
     pub records_per_partition: usize,
     /// The nemesis may kill and restart member nodes.
     pub member_crashes: bool,
+    /// KIP-848 (`group.protocol=consumer`) members instead of classic ones.
+    pub consumer_protocol: bool,
 }
 
 impl GroupOptions {
@@ -54,6 +56,7 @@ impl GroupOptions {
             partitions: rng.gen_range(1..=4),
             records_per_partition: rng.gen_range(20..=120),
             member_crashes: rng.gen_bool(0.6),
+            consumer_protocol: rng.gen_bool(0.5),
         }
     }
 }
@@ -129,6 +132,9 @@ enum Next {
 
 /// One group member, for as long as its node lives (a restart starts a new incarnation).
 pub async fn member(name: String, opts: GroupOptions, rec: Shared, stop: Arc<AtomicBool>) {
+    if opts.consumer_protocol {
+        return consumer_member(name, opts, rec, stop).await;
+    }
     let mut client: Option<Client> = None;
     let mut member_id = String::new();
     let mut backoff_ms = 50u64;
@@ -274,6 +280,130 @@ async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &Grou
                 }
             }
         }
+    }
+}
+
+/// A KIP-848 member: ConsumerGroupHeartbeat v1 (client-chosen member id), reporting what it
+/// owns; fetch and commit (OffsetCommit v9 with the member epoch) for its partitions. The
+/// coordinator asserts that no partition is held by two members (a panic fails the seed).
+async fn consumer_member(name: String, opts: GroupOptions, rec: Shared, stop: Arc<AtomicBool>) {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as Owned;
+    use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+    let member_id = format!("{name}-{:016x}", madsim::rand::thread_rng().gen::<u64>());
+    let mut client: Option<Client> = None;
+    let mut topic_id = None;
+    let mut epoch = 0i32;
+    let mut owned: BTreeMap<i32, i64> = BTreeMap::new(); // partition -> position
+    let mut pending_positions = true;
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(madsim::rand::thread_rng().gen_range(100..=500))).await;
+        if client.is_none() {
+            client = connect().await;
+        }
+        let Some(c) = client.as_mut() else { continue };
+        if topic_id.is_none() {
+            match strand::cli::topic::metadata(c, Some(&[GROUP_TOPIC]), false).await {
+                Ok(md) => topic_id = md.topics.first().map(|t| t.topic_id),
+                Err(_) => {
+                    client = None;
+                    continue;
+                }
+            }
+        }
+        let tid = topic_id.expect("known");
+        let mut hb = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s(GROUP)))
+            .with_member_id(s(&member_id))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
+            .with_topic_partitions(Some(vec![Owned::default().with_topic_id(tid).with_partitions(owned.keys().copied().collect())]));
+        if epoch == 0 {
+            hb = hb.with_subscribed_topic_names(Some(vec![TopicName(s(GROUP_TOPIC))]));
+        }
+        let r = match timed(c.send_at(&hb, 1)).await {
+            Ok(r) => r,
+            Err(_) => {
+                client = None;
+                continue;
+            }
+        };
+        match r.error_code {
+            0 => {}
+            25 | 110 => {
+                // Fenced or forgotten (a coordinator restart): give everything up, rejoin.
+                event(&rec, format!("group: {name} fenced ({}), rejoining", r.error_code));
+                owned.clear();
+                epoch = 0;
+                continue;
+            }
+            _ => continue,
+        }
+        epoch = r.member_epoch;
+        if let Some(a) = &r.assignment {
+            let now: Vec<i32> = a.topic_partitions.iter().filter(|t| t.topic_id == tid).flat_map(|t| t.partitions.iter().copied()).collect();
+            owned.retain(|p, _| now.contains(p));
+            for p in &now {
+                owned.entry(*p).or_insert(-1);
+            }
+            pending_positions = true;
+            event(&rec, format!("group: {name} epoch {epoch} owns {now:?}"));
+        }
+        if pending_positions && owned.values().any(|o| *o < 0) {
+            match committed(c, opts.partitions).await {
+                Ok(m) => {
+                    for (p, pos) in owned.iter_mut() {
+                        if *pos < 0 {
+                            *pos = m.get(p).copied().filter(|o| *o >= 0).unwrap_or(0);
+                        }
+                    }
+                    pending_positions = false;
+                }
+                Err(_) => {
+                    client = None;
+                    continue;
+                }
+            }
+        }
+        let parts: Vec<(i32, i64)> = owned.iter().map(|(p, o)| (*p, *o)).collect();
+        for (p, from) in parts {
+            let next = match fetch_next(c, p, from).await {
+                Ok((next, _)) => next,
+                Err(_) => {
+                    client = None;
+                    break;
+                }
+            };
+            if next == from {
+                continue;
+            }
+            rec.lock().expect("recorder lock").history.group_commit_attempts.insert((p, next));
+            let commit = OffsetCommitRequest::default()
+                .with_group_id(GroupId(s(GROUP)))
+                .with_generation_id_or_member_epoch(epoch)
+                .with_member_id(s(&member_id))
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s(GROUP_TOPIC)))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(next)])]);
+            match timed(c.send_at(&commit, 8)).await {
+                Err(_) => {
+                    client = None;
+                    break;
+                }
+                Ok(r) if r.topics[0].partitions[0].error_code == 0 => {
+                    rec.lock().expect("recorder lock").history.group_commit_acked.push((p, next));
+                    owned.insert(p, next);
+                }
+                Ok(r) => {
+                    event(&rec, format!("group: {name} commit {p}@{next} error {}", r.topics[0].partitions[0].error_code));
+                    break;
+                }
+            }
+        }
+    }
+    // Leave (epoch -1), best effort.
+    if let Some(c) = client.as_mut() {
+        let leave = ConsumerGroupHeartbeatRequest::default().with_group_id(GroupId(s(GROUP))).with_member_id(s(&member_id)).with_member_epoch(-1);
+        let _ = timed(c.send_at(&leave, 1)).await;
     }
 }
 

@@ -329,6 +329,8 @@ pub async fn run(opts: Options, rec: Shared) {
                         offsets_topic_num_partitions: 3,
                         group_initial_rebalance_delay_ms: initial_delay,
                         offsets_topic_compact_bytes: compact_bytes,
+                        group_consumer_session_timeout_ms: 10_000,
+                        group_consumer_heartbeat_interval_ms: 500,
                         ..BrokerConfig::default()
                     };
                     // A broker that cannot start (a disk error during recovery) exits with its

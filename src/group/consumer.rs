@@ -243,6 +243,12 @@ impl Consumer {
         topics: &BTreeMap<String, i32>,
         config: &GroupConfig,
     ) -> HeartbeatResponse {
+        let mut req = req;
+        // A topic listed with no partitions owns nothing (clients send such entries).
+        if let Some(o) = req.owned.as_mut() {
+            o.retain(|_, ps| !ps.is_empty());
+        }
+        let req = req;
         let err = |e: ErrorCode, msg: &str| HeartbeatResponse::error(e, msg, &req.member_id, req.member_epoch);
         if req.subscribed_regex.is_some() {
             return err(ErrorCode::INVALID_REQUEST, "subscribed_topic_regex is not supported by strand; subscribe by topic names");

@@ -278,3 +278,32 @@ fn initial_rebalance_delay_waits_for_more_members() {
     let (ra, rb) = (join_reply(&out, 2).unwrap(), join_reply(&out, 4).unwrap());
     assert_eq!((ra.generation, rb.generation), (1, 1), "both in the first generation");
 }
+
+#[test]
+fn consumer_protocol_does_not_resend_an_unchanged_empty_assignment() {
+    use consumer::HeartbeatRequest;
+    let mut c = Coordinator::new(config(), 1);
+    let topics: BTreeMap<String, i32> = [("t".to_string(), 1)].into();
+    let hb = |member: &str, epoch: i32| HeartbeatRequest {
+        group_id: "g".into(),
+        member_id: member.into(),
+        member_epoch: epoch,
+        instance_id: None,
+        rack_id: None,
+        rebalance_timeout_ms: 30_000,
+        subscribed: Some(vec!["t".to_string()]),
+        subscribed_regex: None,
+        server_assignor: None,
+        // As clients report "nothing": the topic with an empty partition list.
+        owned: Some([("t".to_string(), Default::default())].into()),
+        client_id: "c".into(),
+        client_host: "h".into(),
+    };
+    let r1 = c.consumer_heartbeat(now(0), hb("m1", 0), &topics);
+    let r2 = c.consumer_heartbeat(now(1), hb("m2", 0), &topics);
+    let (idle, epoch) = if r1.assignment.as_ref().unwrap().is_empty() { ("m1", r1.member_epoch) } else { ("m2", r2.member_epoch) };
+    let again = c.consumer_heartbeat(now(2), hb(idle, epoch.max(1)), &topics);
+    let again = c.consumer_heartbeat(now(3), hb(idle, again.member_epoch), &topics);
+    assert_eq!(again.error, ErrorCode::NONE);
+    assert!(again.assignment.is_none(), "nothing changed, nothing resent: {again:?}");
+}
