@@ -221,9 +221,13 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
+            if !e.use_stderr() {
+                // --help, --version.
+                let _ = e.print();
+                return 0;
+            }
+            eprintln!("strand: {}", one_line_error(&e.render().to_string()));
+            return 2;
         }
     };
     init_tracing();
@@ -242,6 +246,19 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// clap's multi-line error as one line naming the problem (without the usage and help hints).
+fn one_line_error(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_string()
 }
 
 fn init_tracing() {

@@ -11,10 +11,36 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, ResponseKind, TopicName};
 
 use super::{str_bytes, topic_or_create};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_id_is_kafka_base64() {
+        // Kafka's Uuid.toString: URL-safe base64, no padding.
+        let id = uuid::Uuid::from_bytes([0xfb; 16]);
+        assert_eq!(super::kafka_cluster_id(id), "-_v7-_v7-_v7-_v7-_v7-w");
+        assert_eq!(super::kafka_cluster_id(uuid::Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
+    }
+}
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::Reply;
 use crate::server::topics::Topic;
 use crate::server::Broker;
+
+/// Kafka's form of a cluster id: the 16 bytes in URL-safe base64 without padding (22 chars).
+pub fn kafka_cluster_id(id: uuid::Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = id.as_bytes();
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
 
 fn topic_response(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     let node = BrokerId(broker.config.node_id);
@@ -81,7 +107,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) ->
             .with_node_id(BrokerId(broker.config.node_id))
             .with_host(str_bytes(host))
             .with_port(*port)])
-        .with_cluster_id(Some(str_bytes(&broker.topics.cluster_id().to_string())))
+        .with_cluster_id(Some(str_bytes(&kafka_cluster_id(broker.topics.cluster_id()))))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics);
     Reply::Now(ResponseKind::Metadata(response))
@@ -91,7 +117,7 @@ pub async fn describe_cluster(broker: &Arc<Broker>, _version: i16, req: Describe
     let (host, port) = &broker.advertised;
     let mut response = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
-        .with_cluster_id(str_bytes(&broker.topics.cluster_id().to_string()))
+        .with_cluster_id(str_bytes(&kafka_cluster_id(broker.topics.cluster_id())))
         .with_controller_id(BrokerId(broker.config.node_id));
     // endpoint_type 1 = brokers; 2 = controllers (KIP-919), which we do not run separately.
     if req.endpoint_type == 2 {
