@@ -28,7 +28,14 @@ mod sim {
     use strand_sim::check;
     use strand_sim::scenario::{self, Options, Recorder};
 
-    const USAGE: &str = "usage: strand-sim sweep --seeds A..B | replay SEED [--build ID] [--trace] | determinism --seeds A..B | planted --seeds A..B | regressions | ci";
+    const USAGE: &str = "usage: strand-sim sweep --seeds A..B [--faults F,..] | replay SEED [--build ID] [--faults F,..] [--trace] | determinism --seeds A..B | planted --seeds A..B | regressions | ci";
+
+    /// `--faults` of this invocation, passed to child processes through the environment.
+    const FAULTS_ENV: &str = "STRAND_SIM_FAULTS";
+
+    fn faults_from_env() -> Option<Vec<String>> {
+        std::env::var(FAULTS_ENV).ok().map(|v| scenario::parse_faults(&v).expect("validated by the parent"))
+    }
     /// A run that needs more simulated time than this is a liveness failure.
     const SIM_TIME_LIMIT: Duration = Duration::from_secs(900);
 
@@ -77,7 +84,10 @@ mod sim {
         let rec2 = rec.clone();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             runtime.block_on(async move {
-                let opts = Options::from_seed();
+                let mut opts = Options::from_seed();
+                if let Some(allowed) = faults_from_env() {
+                    opts.limit_faults(&allowed);
+                }
                 let start = tokio::time::Instant::now();
                 scenario::run(opts, rec2).await;
                 start.elapsed().as_secs_f64()
@@ -157,7 +167,8 @@ mod sim {
         for e in r.trace.iter().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
             println!("    {e}");
         }
-        println!("  replay: sim/run replay {} --build {} --trace", r.seed, build_id());
+        let faults = std::env::var(FAULTS_ENV).map(|f| format!(" --faults {f}")).unwrap_or_default();
+        println!("  replay: sim/run replay {} --build {}{faults} --trace", r.seed, build_id());
     }
 
     fn sweep(seeds: std::ops::Range<u64>, quiet: bool) -> (u64, Vec<u64>) {
@@ -238,6 +249,14 @@ mod sim {
     pub fn main(args: Vec<String>) -> Result<i32, String> {
         let command = args.first().map(String::as_str).ok_or_else(|| USAGE.to_string())?;
         strand::runtime::planted::set_planted(&[])?;
+        if let Some(list) = flag(&args, "--faults") {
+            if !matches!(command, "sweep" | "replay") {
+                return Err(format!("--faults applies to sweep and replay only\n{USAGE}"));
+            }
+            scenario::parse_faults(list)?;
+            // Children (one per seed) and this process read it from here.
+            std::env::set_var(FAULTS_ENV, list);
+        }
         match command {
             "sweep" => {
                 let (_, failed) = sweep(seeds_arg(&args)?, false);

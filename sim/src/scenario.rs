@@ -91,6 +91,37 @@ impl Options {
     }
 }
 
+/// Fault kinds a run may be limited to (`--faults a,b`): each seed still draws all its options,
+/// then those not named are switched off.
+pub const FAULT_NAMES: &[&str] = &["crash", "pause", "clog", "skew", "buggify", "disk", "member-crash"];
+
+/// Parse a `--faults` list; an unknown name is an error naming it.
+pub fn parse_faults(list: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    if let Some(bad) = names.iter().find(|n| !FAULT_NAMES.contains(&n.as_str())) {
+        return Err(format!("unknown fault '{bad}' (known: {})", FAULT_NAMES.join(", ")));
+    }
+    Ok(names)
+}
+
+impl Options {
+    /// Switch off every fault kind not in `allowed`.
+    pub fn limit_faults(&mut self, allowed: &[String]) {
+        let on = |name: &str| allowed.iter().any(|a| a == name);
+        self.crashes &= on("crash");
+        self.pauses &= on("pause");
+        self.clogs &= on("clog");
+        self.skew &= on("skew");
+        self.buggify &= on("buggify");
+        if !on("disk") {
+            self.disk = DiskFaults::default();
+        }
+        if let Some(g) = self.groups.as_mut() {
+            g.member_crashes &= on("member-crash");
+        }
+    }
+}
+
 /// The event trace (for replay and the determinism hash) and the history (for the checkers).
 #[derive(Default)]
 pub struct Recorder {
