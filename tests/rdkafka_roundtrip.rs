@@ -213,3 +213,53 @@ async fn message_too_large_is_rejected_and_the_topic_keeps_working() {
     assert_eq!(records[0].3.as_deref(), Some(&b"fits"[..]));
     p.flush(Duration::from_secs(5)).unwrap();
 }
+
+/// KIP-98 idempotent producers: librdkafka with `enable.idempotence=true` round-trips exactly
+/// once, in order; and a retried batch (the same request sent again, as a client does after a
+/// lost response) is answered with its original offsets and not stored twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotent_producer_exactly_once_and_retries_deduplicated() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = Broker::start("rdkafka-idempotent");
+    let addr = broker.addr();
+    create_topic(&addr, "idem", 2, &[]).await;
+    let p = producer(&addr, &[("enable.idempotence", "true"), ("compression.type", "lz4")]);
+    let mut futures = Vec::new();
+    for i in 0..20_000 {
+        let value = format!("idem {i}");
+        futures.push(p.send_result(FutureRecord::<(), _>::to("idem").partition(i % 2).payload(&value)).map_err(|(e, _)| e).unwrap());
+    }
+    for f in futures {
+        f.await.unwrap().unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    let records = consume_all(&addr, "idem", 2, 20_000, Duration::from_secs(60));
+    let mut next = [0usize; 2];
+    for r in &records {
+        let i = next[r.0 as usize] * 2 + r.0 as usize;
+        assert_eq!(r.3.as_deref(), Some(format!("idem {i}").as_bytes()), "partition {} in order, each once", r.0);
+        next[r.0 as usize] += 1;
+    }
+    assert_eq!(next, [10_000, 10_000]);
+
+    // The same request twice, from strand's own client.
+    let mut c = strand::client::Client::connect(&addr).await.unwrap();
+    let (_, pid) = c.send(&InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id((-1).into()).with_producer_epoch(-1), 4).await.unwrap();
+    assert_eq!(pid.error_code, 0);
+    let records: Vec<(Option<bytes::Bytes>, Option<bytes::Bytes>)> = (0..3).map(|i| (None, Some(bytes::Bytes::from(format!("retry {i}"))))).collect();
+    let batch = strand::protocol::batch::build_producer_batch(0, 1000, pid.producer_id.0, pid.producer_epoch, 0, &records);
+    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("idem")))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
+    let first = c.send_at(&request, 8).await.unwrap().responses[0].partition_responses[0].clone();
+    let again = c.send_at(&request, 8).await.unwrap().responses[0].partition_responses[0].clone();
+    assert_eq!((first.error_code, again.error_code), (0, 0));
+    assert_eq!(first.base_offset, 10_000);
+    assert_eq!(again.base_offset, first.base_offset, "the retry got the original offset");
+    let all = consume_all(&addr, "idem", 1, 10_003, Duration::from_secs(60));
+    assert_eq!(all.len(), 10_003);
+    let c2: BaseConsumer = consumer(&addr);
+    let (_, high) = c2.fetch_watermarks("idem", 0, Duration::from_secs(5)).unwrap();
+    assert_eq!(high, 10_003, "stored once");
+}

@@ -19,6 +19,7 @@
 //! - `log-start-offset`: the log start offset, so retention never moves it backwards.
 //! Both checkpoints are 8 bytes (i64 BE) plus a CRC-32C (u32 BE), replaced atomically.
 
+pub mod producers;
 mod segment;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,12 @@ pub enum Error {
     Failed { dir: PathBuf, reason: String },
     #[error("{path}: corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("producer {producer_id}: sequence {got} is not the next one ({expected})")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id}: epoch {got} is older than the current {current}")]
+    InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
+    #[error("a produce request from an idempotent producer must carry exactly one batch per partition, not {batches}")]
+    IdempotentBatchCount { batches: usize },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -91,6 +98,8 @@ pub struct PartitionLog {
     durable_offset: i64,
     /// Set after a failed sync or an unrecoverable write error: appends are refused.
     failed: Option<String>,
+    /// Idempotent producers' recent batches (rebuilt from the last segments at open).
+    producers: producers::ProducerStates,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -196,7 +205,17 @@ impl PartitionLog {
         let log_end_offset = segments.last().expect("non-empty").next_offset;
         let first_base = segments[0].base_offset;
         let log_start_offset = start_checkpoint.unwrap_or(first_base).max(first_base).min(log_end_offset);
-        let log = PartitionLog { rt, dir, config, segments, log_start_offset, durable_offset: log_end_offset, failed: None };
+        let mut log = PartitionLog {
+            rt,
+            dir,
+            config,
+            segments,
+            log_start_offset,
+            durable_offset: log_end_offset,
+            failed: None,
+            producers: producers::ProducerStates::default(),
+        };
+        log.rebuild_producers().await;
         log.check_invariants();
         Ok(log)
     }
@@ -228,6 +247,25 @@ impl PartitionLog {
         let batches = validate_record_set(&records)?;
         if let Some(b) = batches.iter().find(|b| b.size_bytes() > max_bytes) {
             return Err(Error::MessageTooLarge { size_bytes: b.size_bytes(), max_bytes });
+        }
+        if batches.iter().any(|b| b.producer_id() >= 0 && b.base_sequence() >= 0) {
+            if batches.len() != 1 {
+                return Err(Error::IdempotentBatchCount { batches: batches.len() });
+            }
+            let b = &batches[0];
+            match self.producers.check(b) {
+                producers::Verdict::Append => {}
+                producers::Verdict::Duplicate { base_offset, last_offset } => {
+                    // A retry: answer with the offsets the batch already has.
+                    return Ok(AppendInfo { base_offset, last_offset, log_append_time_ms: -1, log_start_offset: self.log_start_offset });
+                }
+                producers::Verdict::OutOfOrder { expected, got } => {
+                    return Err(Error::OutOfOrderSequence { producer_id: b.producer_id(), expected, got });
+                }
+                producers::Verdict::StaleEpoch { current, got } => {
+                    return Err(Error::InvalidProducerEpoch { producer_id: b.producer_id(), current, got });
+                }
+            }
         }
         let sizes: Vec<usize> = batches.iter().map(|b| b.size_bytes()).collect();
         drop(batches);
@@ -270,6 +308,9 @@ impl PartitionLog {
             seg.note_batch(b, p, interval);
             p += b.size_bytes() as u64;
         }
+        for b in &written {
+            self.producers.record(b, now_ms);
+        }
         assert_eq!(self.log_end_offset(), next, "log end offset advanced by the appended records");
         self.check_invariants();
         Ok(AppendInfo {
@@ -278,6 +319,57 @@ impl PartitionLog {
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start_offset: self.log_start_offset,
         })
+    }
+
+    /// Rebuild idempotent producers' state from the batches of the last two segments (as Kafka
+    /// does without producer snapshots). Anything unexpected (a read error, a batch that does
+    /// not validate) leaves the state empty instead: unknown producers are accepted at any
+    /// sequence, so an incomplete state could refuse a good producer but an empty one cannot.
+    async fn rebuild_producers(&mut self) {
+        const CHUNK_BYTES: u64 = 1 << 20;
+        let from = self.segments.len().saturating_sub(2);
+        let mut states = producers::ProducerStates::default();
+        for seg in &self.segments[from..] {
+            let mut pos = 0u64;
+            while pos < seg.size_bytes {
+                let want = (seg.size_bytes - pos).min(CHUNK_BYTES);
+                let chunk = match seg.file.read_at(pos, want as usize).await {
+                    Ok(c) if c.len() as u64 == want => c,
+                    _ => {
+                        tracing::warn!(dir = %self.dir.display(), "cannot read back producer state; idempotent producers start fresh");
+                        return;
+                    }
+                };
+                let (batches, covered) = match split_batches(&chunk) {
+                    Ok(x) => x,
+                    Err(_) => return,
+                };
+                if covered == 0 {
+                    // One batch larger than the chunk: read exactly it.
+                    let len = i32::from_be_bytes(chunk[batch::BATCH_LENGTH_AT..batch::BATCH_LENGTH_AT + 4].try_into().expect("4 bytes"));
+                    let size = batch::LOG_OVERHEAD_BYTES as u64 + len.max(0) as u64;
+                    let whole = match seg.file.read_at(pos, size as usize).await {
+                        Ok(c) if c.len() as u64 == size => c,
+                        _ => return,
+                    };
+                    match validate_record_set(&whole) {
+                        Ok(v) if v.len() == 1 => states.record(&v[0], seg.first_append_wall_ms.unwrap_or(0).max(self.rt.clock.wall_ms())),
+                        _ => return,
+                    }
+                    pos += size;
+                    continue;
+                }
+                let now = self.rt.clock.wall_ms();
+                for (i, b) in batches.iter().enumerate() {
+                    if b.validate(i).is_err() {
+                        return;
+                    }
+                    states.record(b, now);
+                }
+                pos += covered as u64;
+            }
+        }
+        self.producers = states;
     }
 
     /// Roll to a new segment if appending `incoming_bytes` would overfill the active one, its
@@ -475,6 +567,7 @@ impl PartitionLog {
         if self.failed.is_some() {
             return Ok(0);
         }
+        self.producers.expire(now_ms);
         let active = self.active();
         if !active.is_empty() && active.first_append_wall_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms) {
             self.roll().await?;

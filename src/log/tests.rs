@@ -447,3 +447,51 @@ async fn failed_fsync_fails_the_partition_until_restart() {
     assert!(p.log_end_offset() >= 1);
     p.append(batch(&["after restart"], 1), Acks::Durable).await.unwrap();
 }
+
+fn producer_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> = values.iter().map(|v| (None, Some(Bytes::from(v.to_string())))).collect();
+    crate::protocol::batch::build_producer_batch(0, 1000, pid, epoch, seq, &records)
+}
+
+#[tokio::test]
+async fn idempotent_retries_are_stored_once_across_segments_and_restarts() {
+    let dir = TempDir::new("idempotent");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    let mut seq = 0;
+    let mut offsets = Vec::new();
+    // Enough batches to span several 1 KiB segments.
+    for i in 0..30 {
+        let values = [format!("p{i}-a"), format!("p{i}-b")];
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let b = producer_batch(42, 0, seq, &refs);
+        let first = log.append(b.clone(), 0).await.unwrap();
+        let retry = log.append(b, 0).await.unwrap();
+        assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset), "a retry gets the original offsets");
+        offsets.push(first.base_offset);
+        seq += 2;
+    }
+    assert_eq!(log.log_end_offset(), 60, "every batch stored once");
+    // A gap and an old epoch are refused.
+    let gap = log.append(producer_batch(42, 0, seq + 3, &["x"]), 0).await.unwrap_err();
+    assert!(matches!(gap, Error::OutOfOrderSequence { expected, got, .. } if expected == seq && got == seq + 3), "{gap}");
+    let new_epoch = log.append(producer_batch(42, 1, 0, &["e1"]), 0).await.unwrap();
+    assert_eq!(new_epoch.base_offset, 60);
+    let old = log.append(producer_batch(42, 0, seq, &["x"]), 0).await.unwrap_err();
+    assert!(matches!(old, Error::InvalidProducerEpoch { current: 1, got: 0, .. }), "{old}");
+    // Two batches from an idempotent producer in one request are refused.
+    let mut two = producer_batch(42, 1, 1, &["y"]).to_vec();
+    two.extend_from_slice(&producer_batch(42, 1, 2, &["z"]));
+    assert!(matches!(log.append(Bytes::from(two), 0).await.unwrap_err(), Error::IdempotentBatchCount { batches: 2 }));
+    sync_all(&mut log).await;
+    log.close().await.unwrap();
+    // After a restart the last batches are still recognised.
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    let retry = log.append(producer_batch(42, 1, 0, &["e1"]), 0).await.unwrap();
+    assert_eq!(retry.base_offset, 60, "a retry after a restart is still a duplicate");
+    assert_eq!(log.log_end_offset(), 61);
+    let next = log.append(producer_batch(42, 1, 1, &["e2"]), 0).await.unwrap();
+    assert_eq!(next.base_offset, 61);
+    let gap = log.append(producer_batch(42, 1, 5, &["x"]), 0).await.unwrap_err();
+    assert!(matches!(gap, Error::OutOfOrderSequence { .. }), "{gap}");
+}

@@ -163,6 +163,25 @@ impl<'a> BatchView<'a> {
     pub fn producer_id(&self) -> i64 {
         be_i64(self.bytes, PRODUCER_ID_AT)
     }
+    pub fn producer_epoch(&self) -> i16 {
+        be_i16(self.bytes, PRODUCER_EPOCH_AT)
+    }
+    pub fn base_sequence(&self) -> i32 {
+        be_i32(self.bytes, BASE_SEQUENCE_AT)
+    }
+    /// The sequence number of the last record (sequences wrap at i32::MAX, as Kafka's).
+    pub fn last_sequence(&self) -> i32 {
+        let base = self.base_sequence();
+        if base < 0 {
+            return base;
+        }
+        let last = i64::from(base) + i64::from(self.last_offset_delta());
+        if last > i64::from(i32::MAX) {
+            (last - i64::from(i32::MAX) - 1) as i32
+        } else {
+            last as i32
+        }
+    }
     pub fn records_count(&self) -> i32 {
         be_i32(self.bytes, RECORDS_COUNT_AT)
     }
@@ -285,6 +304,19 @@ pub fn build_simple_batch(base_offset: i64, timestamp_ms: i64, values: &[&[u8]])
 
 /// Build a valid uncompressed batch of (key, value) records; a `None` value is a tombstone.
 pub fn build_batch(base_offset: i64, timestamp_ms: i64, records: &[(Option<Bytes>, Option<Bytes>)]) -> Bytes {
+    build_producer_batch(base_offset, timestamp_ms, -1, -1, -1, records)
+}
+
+/// Build a batch as an idempotent producer (`producer_id` >= 0) would, with sequence numbers
+/// from `base_sequence` (-1: none).
+pub fn build_producer_batch(
+    base_offset: i64,
+    timestamp_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records: &[(Option<Bytes>, Option<Bytes>)],
+) -> Bytes {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -295,13 +327,13 @@ pub fn build_batch(base_offset: i64, timestamp_ms: i64, records: &[(Option<Bytes
             transactional: false,
             control: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: base_offset + i as i64,
             // kafka-protocol keeps records in one batch only while offset - sequence is
             // constant; base_sequence is the first record's, and -1 means non-idempotent.
-            sequence: i as i32 - 1,
+            sequence: if base_sequence < 0 { i as i32 - 1 } else { base_sequence.wrapping_add(i as i32) },
             timestamp: timestamp_ms,
             key: k.clone(),
             value: v.clone(),

@@ -16,6 +16,8 @@ impl ErrorCode {
     pub const UNKNOWN_MEMBER_ID: ErrorCode = ErrorCode(25);
     pub const INVALID_SESSION_TIMEOUT: ErrorCode = ErrorCode(26);
     pub const REBALANCE_IN_PROGRESS: ErrorCode = ErrorCode(27);
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = ErrorCode(45);
+    pub const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode(47);
     pub const NON_EMPTY_GROUP: ErrorCode = ErrorCode(68);
     pub const GROUP_ID_NOT_FOUND: ErrorCode = ErrorCode(69);
     pub const MEMBER_ID_REQUIRED: ErrorCode = ErrorCode(79);
@@ -73,6 +75,9 @@ impl From<&crate::log::Error> for ErrorCode {
             Error::Batch(b) => b.error_code(),
             Error::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
             Error::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+            Error::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            Error::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
+            Error::IdempotentBatchCount { .. } => ErrorCode::INVALID_RECORD,
             Error::Io { .. } | Error::Failed { .. } | Error::Corrupt { .. } => {
                 ErrorCode::KAFKA_STORAGE_ERROR
             }
