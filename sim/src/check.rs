@@ -24,6 +24,13 @@ pub struct History {
     pub deleted_topics: Vec<String>,
     /// Every topic listed by Metadata after the run.
     pub final_topics: Vec<String>,
+    /// Values sent by idempotent producers.
+    pub idempotent_values: BTreeSet<String>,
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER / INVALID_PRODUCER_EPOCH answers to idempotent producers.
+    pub idempotent_errors: Vec<String>,
+    /// The broker started a partition with empty producer state (its last segments could not
+    /// be read back), so a retry across that restart may be stored twice.
+    pub producer_state_lost: bool,
     /// The group workload ran.
     pub group_enabled: bool,
     /// Successful SyncGroup results: (generation, member id, partitions).
@@ -193,6 +200,23 @@ pub fn group_liveness(h: &History) -> Vec<String> {
         .collect()
 }
 
+/// Idempotent producers' batches are stored once: a retry (after a lost answer, a timeout or
+/// a crash) is recognised; and a correct producer is never told its sequence is out of order.
+pub fn idempotent_exactly_once(h: &History) -> Vec<String> {
+    let mut out: Vec<String> = h.idempotent_errors.iter().take(3).cloned().collect();
+    if h.producer_state_lost {
+        return out;
+    }
+    let mut count: BTreeMap<&String, usize> = BTreeMap::new();
+    for (_, v) in &h.final_log {
+        if h.idempotent_values.contains(v) {
+            *count.entry(v).or_default() += 1;
+        }
+    }
+    out.extend(count.iter().filter(|(_, n)| **n > 1).take(3).map(|(v, n)| format!("'{v}' from an idempotent producer is stored {n} times")));
+    out
+}
+
 /// All checkers, by name.
 pub fn all(h: &History) -> Vec<(&'static str, Vec<String>)> {
     vec![
@@ -203,6 +227,7 @@ pub fn all(h: &History) -> Vec<(&'static str, Vec<String>)> {
         ("high-watermark-monotonic", high_watermark_monotonic(h)),
         ("deleted-topics-stay-deleted", deleted_topics_stay_deleted(h)),
         ("liveness", liveness(h)),
+        ("idempotent-exactly-once", idempotent_exactly_once(h)),
         ("group-single-ownership", group_single_ownership(h)),
         ("group-committed-monotone", group_committed_monotone(h)),
         ("group-commits-survive", group_commits_survive(h)),

@@ -94,6 +94,7 @@ mod sim {
             })
         }));
         let mut r = rec.lock().unwrap_or_else(|e| e.into_inner());
+        r.history.producer_state_lost = strand::log::producers::REBUILDS_ABANDONED.load(std::sync::atomic::Ordering::Relaxed) > 0;
         let mut violations = Vec::new();
         let sim_secs = match outcome {
             Ok(secs) => {

@@ -55,6 +55,8 @@ pub struct Options {
     pub initial_rebalance_delay_ms: u64,
     /// `offsets_topic_compact_bytes` of the broker (small: compaction under faults).
     pub offsets_compact_bytes: u64,
+    /// Per producer: idempotent (KIP-98: a producer id, sequence numbers; acks=all only).
+    pub idempotent: Vec<bool>,
 }
 
 impl Options {
@@ -87,6 +89,7 @@ impl Options {
             groups: if rng.gen_bool(0.6) { Some(GroupOptions::from_seed()) } else { None },
             initial_rebalance_delay_ms: [0, 0, 3000][rng.gen_range(0..3)],
             offsets_compact_bytes: [1024, 4096, 16 << 20][rng.gen_range(0..3)],
+            idempotent: (0..3).map(|_| rng.gen_bool(0.5)).collect(),
         }
     }
 }
@@ -154,9 +157,35 @@ fn values_for(producer: usize, batch: usize, n: usize, pad: usize) -> Vec<String
 }
 
 /// One produce attempt; Ok(Some(base_offset)) when acknowledged.
-async fn produce_once(client: &mut Client, values: &[String], now_ms: i64, acks: i16) -> anyhow::Result<Result<i64, i16>> {
-    let records: Vec<(Option<Bytes>, Bytes)> = values.iter().map(|v| (None, Bytes::from(v.clone()))).collect();
-    let batch = strand::cli::produce::encode_batch(&records, now_ms)?;
+/// An idempotent producer's identity and next sequence number.
+#[derive(Debug, Clone, Copy)]
+struct Idempotence {
+    producer_id: i64,
+    epoch: i16,
+    next_seq: i32,
+}
+
+async fn init_producer_id(client: &mut Client) -> anyhow::Result<(i64, i16)> {
+    use kafka_protocol::messages::InitProducerIdRequest;
+    let req = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id((-1).into()).with_producer_epoch(-1);
+    let r = tokio::time::timeout(Duration::from_secs(10), client.send_at(&req, 4)).await.map_err(|_| anyhow::anyhow!("InitProducerId timed out"))??;
+    if r.error_code != 0 {
+        anyhow::bail!("InitProducerId error {}", r.error_code);
+    }
+    Ok((r.producer_id.0, r.producer_epoch))
+}
+
+async fn produce_once(client: &mut Client, values: &[String], now_ms: i64, acks: i16, idem: Option<Idempotence>) -> anyhow::Result<Result<i64, i16>> {
+    let batch = match idem {
+        None => {
+            let records: Vec<(Option<Bytes>, Bytes)> = values.iter().map(|v| (None, Bytes::from(v.clone()))).collect();
+            strand::cli::produce::encode_batch(&records, now_ms)?
+        }
+        Some(i) => {
+            let records: Vec<(Option<Bytes>, Option<Bytes>)> = values.iter().map(|v| (None, Some(Bytes::from(v.clone())))).collect();
+            strand::protocol::batch::build_producer_batch(0, now_ms, i.producer_id, i.epoch, i.next_seq, &records)
+        }
+    };
     let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(5_000).with_topic_data(vec![TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
         .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
@@ -182,6 +211,9 @@ pub async fn connect() -> Option<Client> {
 async fn producer(id: usize, opts: Options, rec: Shared, clock: SimClock) {
     let mut client: Option<Client> = None;
     let acks = opts.acks[id % opts.acks.len()];
+    // Idempotence needs acks=all (as Kafka requires).
+    let idempotent = acks == -1 && opts.idempotent[id % opts.idempotent.len()];
+    let mut idem: Option<Idempotence> = None;
     // Spread the batches over the safety phase so faults hit a busy broker.
     let think_ms_max = (opts.safety_secs * 1000 * 3 / 2) / opts.batches_per_producer.max(1) as u64;
     for batch in 0..opts.batches_per_producer {
@@ -189,15 +221,30 @@ async fn producer(id: usize, opts: Options, rec: Shared, clock: SimClock) {
         tokio::time::sleep(Duration::from_millis(think)).await;
         let values = values_for(id, batch, opts.records_per_batch, opts.value_pad_bytes);
         rec.lock().expect("recorder lock").history.attempted.extend(values.iter().cloned());
+        if idempotent {
+            rec.lock().expect("recorder lock").history.idempotent_values.extend(values.iter().cloned());
+        }
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             if client.is_none() {
                 client = connect().await;
             }
+            if idempotent && idem.is_none() {
+                if let Some(c) = client.as_mut() {
+                    match init_producer_id(c).await {
+                        Ok((producer_id, epoch)) => {
+                            event(&rec, format!("producer {id}: idempotent as producer id {producer_id} epoch {epoch}"));
+                            idem = Some(Idempotence { producer_id, epoch, next_seq: 0 });
+                        }
+                        Err(_) => client = None,
+                    }
+                }
+            }
             let outcome = match client.as_mut() {
                 None => None,
-                Some(c) => Some(produce_once(c, &values, strand::runtime::Clock::wall_ms(&clock), acks).await),
+                Some(_) if idempotent && idem.is_none() => None,
+                Some(c) => Some(produce_once(c, &values, strand::runtime::Clock::wall_ms(&clock), acks, idem).await),
             };
             match outcome {
                 Some(Ok(Ok(-1))) => {
@@ -207,11 +254,18 @@ async fn producer(id: usize, opts: Options, rec: Shared, clock: SimClock) {
                 Some(Ok(Ok(base))) => {
                     event(&rec, format!("producer {id} batch {batch}: acked (acks={acks}) at offset {base} (attempt {attempt})"));
                     rec.lock().expect("recorder lock").history.acked.push((base, values.clone()));
+                    if let Some(i) = idem.as_mut() {
+                        i.next_seq += values.len() as i32;
+                    }
                     break;
                 }
                 Some(Ok(Err(code))) => {
-                    // An error answer: the batch may or may not be in the log; retry it.
+                    // An error answer: the batch may or may not be in the log; retry it (an
+                    // idempotent producer with the same sequence numbers).
                     event(&rec, format!("producer {id} batch {batch}: error {code} (attempt {attempt})"));
+                    if idempotent && (code == 45 || code == 47) {
+                        rec.lock().expect("recorder lock").history.idempotent_errors.push(format!("producer {id} batch {batch}: error {code}"));
+                    }
                 }
                 Some(Err(e)) => {
                     event(&rec, format!("producer {id} batch {batch}: {e} (attempt {attempt})"));

@@ -327,46 +327,54 @@ impl PartitionLog {
     /// sequence, so an incomplete state could refuse a good producer but an empty one cannot.
     async fn rebuild_producers(&mut self) {
         const CHUNK_BYTES: u64 = 1 << 20;
+        /// Reads of one chunk before giving up (a read may be transiently bad, as recovery
+        /// also assumes).
+        const ATTEMPTS: usize = 3;
         let from = self.segments.len().saturating_sub(2);
         let mut states = producers::ProducerStates::default();
+        let now = self.rt.clock.wall_ms();
         for seg in &self.segments[from..] {
             let mut pos = 0u64;
             while pos < seg.size_bytes {
                 let want = (seg.size_bytes - pos).min(CHUNK_BYTES);
-                let chunk = match seg.file.read_at(pos, want as usize).await {
-                    Ok(c) if c.len() as u64 == want => c,
-                    _ => {
+                let mut advanced = None;
+                for _ in 0..ATTEMPTS {
+                    let Ok(chunk) = seg.file.read_at(pos, want as usize).await else { continue };
+                    if chunk.len() as u64 != want {
+                        continue;
+                    }
+                    let Ok((batches, covered)) = split_batches(&chunk) else { continue };
+                    if covered == 0 {
+                        // One batch larger than the chunk: read exactly it.
+                        let len = i32::from_be_bytes(chunk[batch::BATCH_LENGTH_AT..batch::BATCH_LENGTH_AT + 4].try_into().expect("4 bytes"));
+                        let size = batch::LOG_OVERHEAD_BYTES as u64 + len.max(0) as u64;
+                        let Ok(whole) = seg.file.read_at(pos, size as usize).await else { continue };
+                        match validate_record_set(&whole) {
+                            Ok(v) if v.len() == 1 && whole.len() as u64 == size => {
+                                states.record(&v[0], now);
+                                advanced = Some(size);
+                                break;
+                            }
+                            _ => continue,
+                        }
+                    }
+                    if batches.iter().enumerate().any(|(i, b)| b.validate(i).is_err()) {
+                        continue;
+                    }
+                    for b in &batches {
+                        states.record(b, now);
+                    }
+                    advanced = Some(covered as u64);
+                    break;
+                }
+                match advanced {
+                    Some(n) => pos += n,
+                    None => {
+                        producers::REBUILDS_ABANDONED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(dir = %self.dir.display(), "cannot read back producer state; idempotent producers start fresh");
                         return;
                     }
-                };
-                let (batches, covered) = match split_batches(&chunk) {
-                    Ok(x) => x,
-                    Err(_) => return,
-                };
-                if covered == 0 {
-                    // One batch larger than the chunk: read exactly it.
-                    let len = i32::from_be_bytes(chunk[batch::BATCH_LENGTH_AT..batch::BATCH_LENGTH_AT + 4].try_into().expect("4 bytes"));
-                    let size = batch::LOG_OVERHEAD_BYTES as u64 + len.max(0) as u64;
-                    let whole = match seg.file.read_at(pos, size as usize).await {
-                        Ok(c) if c.len() as u64 == size => c,
-                        _ => return,
-                    };
-                    match validate_record_set(&whole) {
-                        Ok(v) if v.len() == 1 => states.record(&v[0], seg.first_append_wall_ms.unwrap_or(0).max(self.rt.clock.wall_ms())),
-                        _ => return,
-                    }
-                    pos += size;
-                    continue;
                 }
-                let now = self.rt.clock.wall_ms();
-                for (i, b) in batches.iter().enumerate() {
-                    if b.validate(i).is_err() {
-                        return;
-                    }
-                    states.record(b, now);
-                }
-                pos += covered as u64;
             }
         }
         self.producers = states;

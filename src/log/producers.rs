@@ -22,6 +22,10 @@ pub const BATCHES_KEPT: usize = 5;
 pub const PRODUCERS_MAX: usize = 10_000;
 pub const PRODUCER_EXPIRY_MS: i64 = 24 * 3_600_000;
 
+/// How many times this process started a partition with empty producer state because the
+/// last segments could not be read back (the simulator uses it to excuse duplicates then).
+pub static REBUILDS_ABANDONED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cached {
     pub first_seq: i32,
@@ -82,6 +86,11 @@ impl ProducerStates {
             return Verdict::Append;
         }
         let Some(e) = self.map.get(&pid) else { return Verdict::Append };
+        #[cfg(feature = "planted-bugs")]
+        if crate::runtime::planted("producer-dedup-off") {
+            // Planted bug: every batch is new, so a retry is stored twice.
+            return Verdict::Append;
+        }
         if epoch < e.epoch {
             return Verdict::StaleEpoch { current: e.epoch, got: epoch };
         }

@@ -9,7 +9,8 @@
 //! watermark one below what was already visible, until the next append),
 //! `group-generation-reset` (the group coordinator forgets group generations on restart, so a
 //! generation number is handed out twice), `group-ack-before-durable` (the coordinator answers
-//! commits and joins before their `__consumer_offsets` records are durable).
+//! commits and joins before their `__consumer_offsets` records are durable),
+//! `producer-dedup-off` (idempotent producers' retries are stored again).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
@@ -23,6 +24,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "high-watermark-back",
     "group-generation-reset",
     "group-ack-before-durable",
+    "producer-dedup-off",
 ];
 
 static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);
