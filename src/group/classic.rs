@@ -332,6 +332,7 @@ impl Classic {
 
     /// JoinGroup. Replies (now or later) go to `out`; returns true when the generation advanced.
     pub fn join(&mut self, now: Now, token: Token, req: JoinRequest, new_member_id: String, config: &GroupConfig, out: &mut Output) -> bool {
+        tracing::debug!(group = %req.group_id, member = %req.member_id, instance = ?req.instance_id, state = self.state.name(), generation = self.generation, "JoinGroup");
         let reply = |out: &mut Output, r: JoinResponse| out.replies.push((token, Reply::Join(r)));
         if !self.supports(&req.protocol_type, &req.protocols) {
             reply(out, JoinResponse::error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, &req.member_id));
@@ -481,6 +482,7 @@ impl Classic {
 
     /// SyncGroup. The reply goes to `out` (now or when the leader's assignment arrives).
     pub fn sync(&mut self, now: Now, token: Token, req: SyncRequest, out: &mut Output) {
+        tracing::debug!(group = %req.group_id, member = %req.member_id, generation = req.generation, state = self.state.name(), "SyncGroup");
         let reply = |out: &mut Output, r: SyncResponse| out.replies.push((token, Reply::Sync(r)));
         if fenced(self, &req.member_id, req.instance_id.as_deref()) {
             return reply(out, SyncResponse::error(ErrorCode::FENCED_INSTANCE_ID));
@@ -537,6 +539,7 @@ impl Classic {
     }
 
     pub fn heartbeat(&mut self, now: Now, member_id: &str, instance_id: Option<&str>, generation: i32) -> ErrorCode {
+        tracing::trace!(member = member_id, generation, state = self.state.name(), "Heartbeat");
         if fenced(self, member_id, instance_id) {
             return ErrorCode::FENCED_INSTANCE_ID;
         }

@@ -3,12 +3,13 @@
 
 usage: kafka_python_group.py HOST:PORT TOPIC PARTITIONS COUNT
 TOPIC must exist with PARTITIONS partitions and be empty. Two KafkaConsumers of group "g" in
-this process wait until they share the partitions, then COUNT records are produced round-robin
+this process, each polling in its own thread, wait until they share the partitions, then COUNT records are produced round-robin
 and the two read every one exactly once, each only from its own partitions. Both commit and
 close. A third consumer of the group gets every partition, reads nothing old, and then reads
 exactly one new record per partition. Prints "ok COUNT".
 """
 import sys
+import threading
 import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -43,23 +44,56 @@ def deadline(seconds):
     return lambda: time.monotonic() < end
 
 
+class Member(threading.Thread):
+    """One consumer of the group in its own thread, polling continuously as an application
+    would (a KafkaConsumer is not thread-safe, so only this thread touches it)."""
+
+    def __init__(self, addr, topic):
+        super().__init__(daemon=True)
+        self.addr, self.topic = addr, topic
+        self.lock = threading.Lock()
+        self.records, self.assigned = [], set()
+        self.stop = threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            c = consumer(self.addr, self.topic)
+            while not self.stop.is_set():
+                got = poll(c)
+                with self.lock:
+                    self.records += got
+                    self.assigned = {tp.partition for tp in c.assignment()}
+            # Positions are at the end of every partition: commit them, then leave the group.
+            c.commit()
+            c.close(autocommit=False)
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.records), set(self.assigned)
+
+
 def main():
     addr, topic, partitions, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     everything = set(range(partitions))
 
-    a, b = consumer(addr, topic), consumer(addr, topic)
-    # Join both before anything is produced, so no record is read before the final rebalance.
+    a, b = Member(addr, topic), Member(addr, topic)
+    a.start()
+    b.start()
+    # Both join before anything is produced, so no record is read before the final rebalance.
     pending = deadline(60)
-    early = []
     while pending():
-        early += poll(a) + poll(b)
-        pa = {tp.partition for tp in a.assignment()}
-        pb = {tp.partition for tp in b.assignment()}
+        ra, pa = a.snapshot()
+        rb, pb = b.snapshot()
+        assert a.error is None and b.error is None, f"consumer failed: {a.error or b.error}"
         if pa and pb and not (pa & pb) and pa | pb == everything:
             break
+        time.sleep(0.05)
     else:
-        raise AssertionError(f"no shared assignment within 60 s: a={a.assignment()} b={b.assignment()}")
-    assert not early, f"records before any were produced: {early[:5]}"
+        raise AssertionError(f"no shared assignment within 60 s: a={pa} b={pb}")
+    assert not ra and not rb, f"records before any were produced: {(ra + rb)[:5]}"
     print(f"assignment a={sorted(pa)} b={sorted(pb)}", file=sys.stderr)
 
     producer = KafkaProducer(bootstrap_servers=addr, acks="all", request_timeout_ms=30000)
@@ -68,11 +102,14 @@ def main():
     acked = {(m.partition, m.offset) for m in (f.get(timeout=30) for f in futures)}
     assert len(acked) == count, f"{len(acked)} distinct acknowledgements for {count} records"
 
-    got_a, got_b = [], []
     pending = deadline(60)
-    while pending() and len(got_a) + len(got_b) < count:
-        got_a += poll(a)
-        got_b += poll(b)
+    while pending():
+        got_a, now_a = a.snapshot()
+        got_b, now_b = b.snapshot()
+        if len(got_a) + len(got_b) >= count:
+            break
+        time.sleep(0.05)
+    assert (now_a, now_b) == (pa, pb), f"the assignment changed while reading: {pa}/{pb} -> {now_a}/{now_b}"
     for name, got, mine in (("a", got_a, pa), ("b", got_b, pb)):
         assert got, f"consumer {name} read nothing"
         stray = [r for r in got if r[0] not in mine]
@@ -83,11 +120,15 @@ def main():
     values = sorted(int(v[1:]) for _, _, v in got_a + got_b)
     assert values == list(range(count)), "values differ from what was produced"
 
-    # Positions are at the end of every partition: commit them, then leave the group.
-    a.commit()
-    b.commit()
-    a.close(autocommit=False)
-    b.close(autocommit=False)
+    a.stop.set()
+    b.stop.set()
+    a.join(timeout=60)
+    b.join(timeout=60)
+    assert not a.is_alive() and not b.is_alive(), "a consumer did not commit and close within 60 s"
+    assert a.error is None and b.error is None, f"consumer failed: {a.error or b.error}"
+    got_a, _ = a.snapshot()
+    got_b, _ = b.snapshot()
+    assert len(got_a) + len(got_b) == count, "a consumer read more after the check"
 
     c = consumer(addr, topic)
     pending = deadline(60)
