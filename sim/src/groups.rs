@@ -46,6 +46,9 @@ pub struct GroupOptions {
     pub member_crashes: bool,
     /// KIP-848 (`group.protocol=consumer`) members instead of classic ones.
     pub consumer_protocol: bool,
+    /// Classic members with a `group.instance.id` (KIP-345): a restarted member takes its
+    /// place back without a rebalance.
+    pub static_members: bool,
 }
 
 impl GroupOptions {
@@ -57,6 +60,7 @@ impl GroupOptions {
             records_per_partition: rng.gen_range(20..=120),
             member_crashes: rng.gen_bool(0.6),
             consumer_protocol: rng.gen_bool(0.5),
+            static_members: rng.gen_bool(0.5),
         }
     }
 }
@@ -172,8 +176,12 @@ pub async fn member(name: String, opts: GroupOptions, rec: Shared, stop: Arc<Ato
 
 /// Join, sync, then consume and commit until something ends the generation.
 async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &GroupOptions, rec: &Shared, stop: &AtomicBool) -> Next {
+    let instance = opts.static_members.then(|| s(name));
+    // Who owns what: a static member is its instance id across incarnations.
+    let owner = |member_id: &str| if opts.static_members { format!("static:{name}") } else { member_id.to_string() };
     let join = JoinGroupRequest::default()
         .with_group_id(GroupId(s(GROUP)))
+        .with_group_instance_id(instance.clone())
         .with_session_timeout_ms(SESSION_TIMEOUT_MS)
         .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
         .with_member_id(s(member_id))
@@ -189,7 +197,7 @@ async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &Grou
             *member_id = j.member_id.to_string();
             return Next::Rejoin;
         }
-        25 => {
+        25 | 82 => {
             member_id.clear();
             return Next::Rejoin;
         }
@@ -210,6 +218,7 @@ async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &Grou
     };
     let sync = SyncGroupRequest::default()
         .with_group_id(GroupId(s(GROUP)))
+        .with_group_instance_id(instance.clone())
         .with_generation_id(generation)
         .with_member_id(s(member_id))
         .with_assignments(assignments);
@@ -218,14 +227,14 @@ async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &Grou
         Err(_) => return Next::Reconnect,
     };
     if r.error_code != 0 {
-        if r.error_code == 25 {
+        if r.error_code == 25 || r.error_code == 82 {
             member_id.clear();
         }
         return Next::Rejoin;
     }
     let parts = decode_parts(&r.assignment);
     event(rec, format!("group: {name} ({member_id}) generation {generation} owns {parts:?}"));
-    rec.lock().expect("recorder lock").history.group_syncs.push((generation, member_id.clone(), parts.clone()));
+    rec.lock().expect("recorder lock").history.group_syncs.push((generation, owner(member_id), parts.clone()));
     let mut positions: BTreeMap<i32, i64> = match committed(c, opts.partitions).await {
         Ok(m) => parts.iter().map(|p| (*p, m.get(p).copied().filter(|o| *o >= 0).unwrap_or(0))).collect(),
         Err(_) => return Next::Reconnect,
@@ -235,12 +244,16 @@ async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &Grou
             return Next::Stop;
         }
         tokio::time::sleep(Duration::from_millis(madsim::rand::thread_rng().gen_range(100..=500))).await;
-        let hb = HeartbeatRequest::default().with_group_id(GroupId(s(GROUP))).with_generation_id(generation).with_member_id(s(member_id));
+        let hb = HeartbeatRequest::default()
+            .with_group_id(GroupId(s(GROUP)))
+            .with_generation_id(generation)
+            .with_member_id(s(member_id))
+            .with_group_instance_id(instance.clone());
         match timed(c.send_at(&hb, 3)).await {
             Err(_) => return Next::Reconnect,
             Ok(h) if h.error_code == 0 => {}
             Ok(h) => {
-                if h.error_code == 25 {
+                if h.error_code == 25 || h.error_code == 82 {
                     member_id.clear();
                 }
                 return Next::Rejoin;
@@ -260,6 +273,7 @@ async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &Grou
                 .with_group_id(GroupId(s(GROUP)))
                 .with_generation_id_or_member_epoch(generation)
                 .with_member_id(s(member_id))
+                .with_group_instance_id(instance.clone())
                 .with_topics(vec![OffsetCommitRequestTopic::default()
                     .with_name(TopicName(s(GROUP_TOPIC)))
                     .with_partitions(vec![OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(next)])]);
@@ -272,7 +286,7 @@ async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &Grou
                         positions.insert(p, next);
                     } else {
                         event(rec, format!("group: {name} commit {p}@{next} error {e}"));
-                        if e == 25 {
+                        if e == 25 || e == 82 {
                             member_id.clear();
                         }
                         return Next::Rejoin;

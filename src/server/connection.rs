@@ -125,6 +125,7 @@ async fn decode_and_handle(
             return None;
         }
     };
+    tracing::trace!(%peer, ?api_key, api_version, correlation_id, "request");
     let reply = dispatch::handle(broker, api_key, api_version, &header, peer, body).await;
     if let Reply::Malformed(reason) = &reply {
         tracing::info!(%peer, ?api_key, api_version, reason = %reason, "closing connection: malformed request");
@@ -145,6 +146,7 @@ async fn write_loop(
             Reply::NoResponse => continue,
             Reply::Close | Reply::Malformed(_) => break,
         };
+        tracing::trace!(%peer, api_key = ?p.api_key, correlation_id = p.correlation_id, "response");
         let frame = match encode_response(p.api_key, p.api_version, p.correlation_id, &response) {
             Ok(f) => f,
             Err(e) => {

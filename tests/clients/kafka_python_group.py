@@ -17,12 +17,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 GROUP = "g"
 
 
-def consumer(addr, topic):
+def consumer(addr, topic, name):
     return KafkaConsumer(
         topic,
         bootstrap_servers=addr,
         group_id=GROUP,
-        client_id="kp-group",
+        client_id=f"kp-group-{name}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         session_timeout_ms=10000,
@@ -48,9 +48,9 @@ class Member(threading.Thread):
     """One consumer of the group in its own thread, polling continuously as an application
     would (a KafkaConsumer is not thread-safe, so only this thread touches it)."""
 
-    def __init__(self, addr, topic):
-        super().__init__(daemon=True)
-        self.addr, self.topic = addr, topic
+    def __init__(self, addr, topic, name):
+        super().__init__(daemon=True, name=f"member-{name}")
+        self.addr, self.topic, self.member_name = addr, topic, name
         self.lock = threading.Lock()
         self.records, self.assigned = [], set()
         self.stop = threading.Event()
@@ -58,7 +58,13 @@ class Member(threading.Thread):
 
     def run(self):
         try:
-            c = consumer(self.addr, self.topic)
+            c = consumer(self.addr, self.topic, self.member_name)
+            # Know the topic's partitions before joining: a leader that assigns without them
+            # rejoins at once, and kafka-python 3.0.12 sometimes wedges one consumer (no more
+            # requests at all) after such a back-to-back rebalance on a loaded machine.
+            known = deadline(30)
+            while known() and not c.partitions_for_topic(self.topic):
+                time.sleep(0.05)
             while not self.stop.is_set():
                 got = poll(c)
                 with self.lock:
@@ -79,7 +85,7 @@ def main():
     addr, topic, partitions, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     everything = set(range(partitions))
 
-    a, b = Member(addr, topic), Member(addr, topic)
+    a, b = Member(addr, topic, "a"), Member(addr, topic, "b")
     a.start()
     b.start()
     # Both join before anything is produced, so no record is read before the final rebalance.
@@ -130,7 +136,7 @@ def main():
     got_b, _ = b.snapshot()
     assert len(got_a) + len(got_b) == count, "a consumer read more after the check"
 
-    c = consumer(addr, topic)
+    c = consumer(addr, topic, "c")
     pending = deadline(60)
     old = []
     while pending() and {tp.partition for tp in c.assignment()} != everything:

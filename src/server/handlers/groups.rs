@@ -65,6 +65,7 @@ fn client_host(peer: SocketAddr) -> String {
 // ---- FindCoordinator ----
 
 pub async fn find_coordinator(broker: &Arc<Broker>, version: i16, req: FindCoordinatorRequest) -> Reply {
+    tracing::trace!(version, key = %req.key, keys = req.coordinator_keys.len(), "FindCoordinator");
     let keys: Vec<StrBytes> = if version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
     let (host, port) = broker.advertised.clone();
     let node = BrokerId(broker.config.node_id);
@@ -327,6 +328,7 @@ pub async fn offset_fetch(broker: &Arc<Broker>, version: i16, req: OffsetFetchRe
         vec![(s(&req.group_id.0), parts, None)]
     };
     let query = asks.clone();
+    tracing::trace!(version, groups = ?asks.iter().map(|a| &a.0).collect::<Vec<_>>(), "OffsetFetch");
     let results: Result<Vec<FetchedOffsets>, ErrorCode> = broker
         .groups
         .step(&broker.topics, move |c, _now| {
@@ -336,6 +338,7 @@ pub async fn offset_fetch(broker: &Arc<Broker>, version: i16, req: OffsetFetchRe
                 .collect()
         })
         .await;
+    tracing::trace!(ok = results.is_ok(), "OffsetFetch answered");
     let results: Vec<FetchedOffsets> = match results {
         Ok(r) => r,
         Err(e) => asks.iter().map(|_| Err(e)).collect(),
