@@ -10,11 +10,10 @@
 //!                 bounds), dispatch (ApiKey -> handler; ApiVersions generated from it), handlers,
 //!                 topic registry (durable topic metadata)
 //! - `group/`      the group coordinator's sans-IO core (classic and KIP-848 protocols,
-//!                 assignors, offsets, `__consumer_offsets` records); its shell is
-//!                 `server/groups.rs`
+//!   assignors, offsets, `__consumer_offsets` records); its shell is `server/groups.rs`
 //! - `partition/`  a replica: log + group-commit flusher + high watermark
 //! - `log/`        one partition's durable segmented log, its recovery, and idempotent
-//!                 producers' state
+//!   producers' state
 //! - `client/`     a small Kafka client over kafka-protocol, used by the CLI and benchmarks
 //! - `runtime/`    the ONLY code touching the OS disk, clock or randomness
 //!

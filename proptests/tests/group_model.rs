@@ -58,7 +58,7 @@ fn decode_assignment(b: &[u8]) -> (i32, Vec<i32>) {
     if b.is_empty() {
         return (-1, Vec::new());
     }
-    assert!(b.len() >= 4 && b.len() % 4 == 0, "assignment bytes of odd length: {b:?}");
+    assert!(b.len() >= 4 && b.len().is_multiple_of(4), "assignment bytes of odd length: {b:?}");
     let word = |i: usize| i32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     (word(0), (4..b.len()).step_by(4).map(word).collect())
 }
@@ -788,7 +788,7 @@ enum KOp {
 }
 
 fn subscription(mask: u8) -> Vec<String> {
-    let mask = if mask % 8 == 0 { 1 } else { mask % 8 };
+    let mask = if mask.is_multiple_of(8) { 1 } else { mask % 8 };
     TOPICS.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, t)| t.to_string()).collect()
 }
 

@@ -292,7 +292,7 @@ impl Classic {
         let all_joined = self.members.values().all(|m| m.join.is_some()) && self.pending.is_empty();
         let delayed = self.initial_delay_until_ms.is_some_and(|t| now.mono_ms < t);
         let expired = now.mono_ms >= self.rebalance_deadline_ms;
-        if !(all_joined && !delayed) && !expired {
+        if (!all_joined || delayed) && !expired {
             return false;
         }
         if expired || !all_joined {

@@ -202,7 +202,8 @@ impl Groups {
     }
 
     async fn append(&self, topic: &Topic, records: &[GroupRecord]) -> StepResult<()> {
-        let mut by_partition: BTreeMap<i32, Vec<(Option<Bytes>, Option<Bytes>)>> = BTreeMap::new();
+        type KeyValue = (Option<Bytes>, Option<Bytes>);
+        let mut by_partition: BTreeMap<i32, Vec<KeyValue>> = BTreeMap::new();
         for r in records {
             by_partition
                 .entry(r.partition)
@@ -321,7 +322,7 @@ pub async fn tick_loop(broker: Arc<super::Broker>) {
         tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
         broker.groups.tick(&broker.topics).await;
         n += 1;
-        if n % COMPACT_EVERY_TICKS == 0 {
+        if n.is_multiple_of(COMPACT_EVERY_TICKS) {
             broker.groups.compact(&broker.topics).await;
         }
     }

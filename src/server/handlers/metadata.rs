@@ -12,16 +12,6 @@ use kafka_protocol::messages::{BrokerId, ResponseKind, TopicName};
 
 use super::{str_bytes, topic_or_create};
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cluster_id_is_kafka_base64() {
-        // Kafka's Uuid.toString: URL-safe base64, no padding.
-        let id = uuid::Uuid::from_bytes([0xfb; 16]);
-        assert_eq!(super::kafka_cluster_id(id), "-_v7-_v7-_v7-_v7-_v7-w");
-        assert_eq!(super::kafka_cluster_id(uuid::Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
-    }
-}
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::Reply;
 use crate::server::topics::Topic;
@@ -131,4 +121,15 @@ pub async fn describe_cluster(broker: &Arc<Broker>, _version: i16, req: Describe
             .with_port(*port)]);
     }
     Reply::Now(ResponseKind::DescribeCluster(response))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_id_is_kafka_base64() {
+        // Kafka's Uuid.toString: URL-safe base64, no padding.
+        let id = uuid::Uuid::from_bytes([0xfb; 16]);
+        assert_eq!(super::kafka_cluster_id(id), "-_v7-_v7-_v7-_v7-_v7-w");
+        assert_eq!(super::kafka_cluster_id(uuid::Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
+    }
 }
