@@ -20,8 +20,10 @@
 //!   serve it, and recovery must re-read before cutting anything.
 //! - Latency: every operation sleeps 0..`latency_us_max` microseconds of simulated time, and
 //!   an fdatasync stalls for 10-300 ms with chance `sync_stall_per_mille`.
-//! - Directory operations (create, rename, remove) are durable immediately: the log syncs the
-//!   directory after each of them anyway, and modelling their loss is future work. A latent
+//! - Directory operations (create, rename, remove) are volatile until `sync_dir`, as POSIX
+//!   promises no more: they are journaled in order, so a crash keeps a seeded *prefix* of the
+//!   operations since the last `sync_dir` (a rename is atomic: old name or new, never both or
+//!   neither). A file whose name is lost is gone, however well its data was synced. A latent
 //!   (persistent) error in *synced* data is not modelled: on a single node it is data loss no log
 //!   can undo; replication will address it.
 //!
@@ -53,14 +55,47 @@ pub struct DiskFaults {
 
 #[derive(Default, Clone)]
 struct FileState {
+    /// Which file this is (an inode): names come and go, the content stays with the id.
+    id: u64,
     durable: Vec<u8>,
     written: Vec<u8>,
 }
 
+/// A directory operation not yet made durable by `sync_dir`.
+#[derive(Debug, Clone)]
+enum NsOp {
+    Create { path: PathBuf, id: u64 },
+    Remove { path: PathBuf },
+    Rename { from: PathBuf, to: PathBuf },
+}
+
 #[derive(Default)]
 struct State {
+    /// The namespace as the node sees it, with each file's content.
     files: BTreeMap<PathBuf, FileState>,
+    /// The namespace as of the last `sync_dir`.
+    durable_names: BTreeMap<PathBuf, u64>,
+    /// Directory operations since then, in order.
+    ops: Vec<NsOp>,
+    /// Content of files removed or replaced since then (a crash may bring their names back).
+    unlinked: BTreeMap<u64, FileState>,
+    next_id: u64,
     faults: DiskFaults,
+}
+
+impl State {
+    fn unlink(&mut self, path: &Path) -> Option<FileState> {
+        let f = self.files.remove(path)?;
+        self.unlinked.insert(f.id, f.clone());
+        Some(f)
+    }
+
+    /// `sync_dir`: every directory operation so far is durable (ext4 commits its whole journal).
+    fn commit_names(&mut self) {
+        self.durable_names = self.files.iter().map(|(p, f)| (p.clone(), f.id)).collect();
+        self.ops.clear();
+        self.unlinked.clear();
+    }
 }
 
 /// Cheap to clone; clones share the same disk.
@@ -82,10 +117,38 @@ impl SimDisk {
         self.state.lock().expect("disk lock").faults = faults;
     }
 
-    /// The node crashed: unsynced data is lost or torn.
+    /// The node crashed: unsynced directory operations and data are lost or torn.
     pub fn crash(&self) {
         let mut rng = madsim::rand::thread_rng();
         let mut state = self.state.lock().expect("disk lock");
+        // Names: the durable namespace plus a seeded prefix of the journaled operations.
+        let keep = rng.gen_range(0..=state.ops.len());
+        let mut names = state.durable_names.clone();
+        for op in state.ops[..keep].iter().cloned() {
+            match op {
+                NsOp::Create { path, id } => {
+                    names.insert(path, id);
+                }
+                NsOp::Remove { path } => {
+                    names.remove(&path);
+                }
+                NsOp::Rename { from, to } => {
+                    if let Some(id) = names.remove(&from) {
+                        names.insert(to, id);
+                    }
+                }
+            }
+        }
+        let mut contents: BTreeMap<u64, FileState> = std::mem::take(&mut state.unlinked);
+        for f in std::mem::take(&mut state.files).into_values() {
+            contents.insert(f.id, f);
+        }
+        for (path, id) in &names {
+            if let Some(f) = contents.get(id) {
+                state.files.insert(path.clone(), f.clone());
+            }
+        }
+        state.commit_names();
         for f in state.files.values_mut() {
             let durable = f.durable.clone();
             let written = &f.written;
@@ -162,7 +225,10 @@ impl Disk for SimDisk {
                 if !create {
                     return Err(not_found(&path));
                 }
-                state.files.insert(path.clone(), FileState::default());
+                state.next_id += 1;
+                let id = state.next_id;
+                state.files.insert(path.clone(), FileState { id, ..FileState::default() });
+                state.ops.push(NsOp::Create { path: path.clone(), id });
             }
             drop(state);
             Ok(Arc::new(SimFile { disk: disk.clone(), path }) as Arc<dyn DiskFile>)
@@ -172,7 +238,10 @@ impl Disk for SimDisk {
     fn remove(&self, path: &Path) -> IoFuture<()> {
         let (disk, path) = (self.clone(), path.to_path_buf());
         Box::pin(async move {
-            disk.state.lock().expect("disk lock").files.remove(&path).map(|_| ()).ok_or_else(|| not_found(&path))
+            let mut state = disk.state.lock().expect("disk lock");
+            state.unlink(&path).ok_or_else(|| not_found(&path))?;
+            state.ops.push(NsOp::Remove { path });
+            Ok(())
         })
     }
 
@@ -181,7 +250,9 @@ impl Disk for SimDisk {
         Box::pin(async move {
             let mut state = disk.state.lock().expect("disk lock");
             let f = state.files.remove(&from).ok_or_else(|| not_found(&from))?;
-            state.files.insert(to, f);
+            state.unlink(&to);
+            state.files.insert(to.clone(), f);
+            state.ops.push(NsOp::Rename { from, to });
             Ok(())
         })
     }
@@ -213,13 +284,22 @@ impl Disk for SimDisk {
     fn remove_dir_all(&self, dir: &Path) -> IoFuture<()> {
         let (disk, dir) = (self.clone(), dir.to_path_buf());
         Box::pin(async move {
-            disk.state.lock().expect("disk lock").files.retain(|p, _| !p.starts_with(&dir));
+            let mut state = disk.state.lock().expect("disk lock");
+            let gone: Vec<PathBuf> = state.files.keys().filter(|p| p.starts_with(&dir)).cloned().collect();
+            for path in gone {
+                state.unlink(&path);
+                state.ops.push(NsOp::Remove { path });
+            }
             Ok(())
         })
     }
 
     fn sync_dir(&self, _dir: &Path) -> IoFuture<()> {
-        Box::pin(async { Ok(()) })
+        let disk = self.clone();
+        Box::pin(async move {
+            disk.state.lock().expect("disk lock").commit_names();
+            Ok(())
+        })
     }
 
     fn exists(&self, path: &Path) -> IoFuture<bool> {

@@ -68,6 +68,11 @@ pub async fn write_atomic(disk: &dyn Disk, path: &Path, data: Bytes) -> io::Resu
     file.sync_data().await?;
     drop(file);
     disk.rename(&swap, path).await?;
+    #[cfg(feature = "planted-bugs")]
+    if crate::runtime::planted("skip-dir-sync") {
+        // Planted bug: the rename is not made durable.
+        return Ok(());
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     disk.sync_dir(dir).await
 }

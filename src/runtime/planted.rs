@@ -10,7 +10,8 @@
 //! `group-generation-reset` (the group coordinator forgets group generations on restart, so a
 //! generation number is handed out twice), `group-ack-before-durable` (the coordinator answers
 //! commits and joins before their `__consumer_offsets` records are durable),
-//! `producer-dedup-off` (idempotent producers' retries are stored again).
+//! `producer-dedup-off` (idempotent producers' retries are stored again), `skip-dir-sync`
+//! (metadata files and checkpoints are renamed into place without syncing the directory).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
@@ -25,6 +26,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "group-generation-reset",
     "group-ack-before-durable",
     "producer-dedup-off",
+    "skip-dir-sync",
 ];
 
 static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);
