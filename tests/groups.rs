@@ -429,3 +429,53 @@ fn committed_offsets_survive_a_broker_crash() {
     assert_eq!(log2.lock().unwrap().len(), rest.len(), "nothing committed before the crash was delivered again");
     m.stop();
 }
+
+/// KIP-848 regex subscription: `subscribe("^rx-.*")` with `group.protocol=consumer` gets the
+/// partitions of every matching topic (whole names only) from the coordinator.
+#[test]
+fn kip848_regex_subscription() {
+    let broker = Broker::start_with("groups-regex", BROKER_CONFIG);
+    let addr = broker.addr();
+    for (t, p) in [("rx-a", 2), ("rx-b", 1), ("not-rx-a", 1)] {
+        create_topic(&broker, t, p);
+        produce(&addr, t, p, 10 * p as usize, 100, Duration::from_millis(10));
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "rg-regex")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&["^rx-.*"]).unwrap();
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.values().sum::<usize>() < 30 {
+        assert!(Instant::now() < deadline, "read {got:?} of 20 rx-a and 10 rx-b records\n{}", broker.log_tail());
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            *got.entry(m.topic().to_string()).or_default() += 1;
+        }
+    }
+    // A little longer: nothing from the topic that only contains the pattern.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            *got.entry(m.topic().to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(got, [("rx-a".to_string(), 20), ("rx-b".to_string(), 10)].into());
+    // The coordinator resolved the pattern (librdkafka sends it as subscribed_topic_regex).
+    use kafka_protocol::messages::{ConsumerGroupDescribeRequest, GroupId};
+    use kafka_protocol::protocol::StrBytes;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (regex, names) = rt.block_on(async {
+        let mut client = strand::client::Client::connect(&addr).await.unwrap();
+        let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(StrBytes::from_static_str("rg-regex"))]);
+        let (_, r) = client.send(&req, 1).await.unwrap();
+        let m = &r.groups[0].members[0];
+        (m.subscribed_topic_regex.as_ref().map(|s| s.to_string()), m.subscribed_topic_names.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+    });
+    assert!(regex.as_deref().is_some_and(|r| r.contains("^rx-.*")), "regex {regex:?}");
+    assert!(names.is_empty(), "names {names:?}");
+}

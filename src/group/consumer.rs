@@ -28,6 +28,8 @@ pub struct ConsumerMember {
     pub client_host: String,
     pub rebalance_timeout_ms: i32,
     pub subscribed: BTreeSet<String>,
+    /// KIP-848 `subscribed_topic_regex` (RE2 syntax, matched against whole topic names).
+    pub subscribed_regex: Option<String>,
     pub assignor: Option<String>,
     /// What the member may own now.
     pub assigned: TopicPartitions,
@@ -80,6 +82,25 @@ pub struct HeartbeatResponse {
 impl HeartbeatResponse {
     pub fn error(error: ErrorCode, message: impl Into<String>, member_id: &str, epoch: i32) -> HeartbeatResponse {
         HeartbeatResponse { error, message: Some(message.into()), member_id: member_id.to_string(), member_epoch: epoch, heartbeat_interval_ms: 0, assignment: None }
+    }
+}
+
+/// Compile a subscription regex, anchored at both ends (Kafka matches whole topic names).
+pub fn compile_regex(re: &str) -> Result<regex_automata::meta::Regex, String> {
+    if re.len() > 4096 {
+        return Err("regular expression longer than 4096 bytes".into());
+    }
+    regex_automata::meta::Regex::new(&format!("^(?:{re})$")).map_err(|e| e.to_string())
+}
+
+impl ConsumerMember {
+    /// Topic names this member subscribes to: its names plus existing topics its regex matches.
+    pub fn effective_subscription(&self, topics: &BTreeMap<String, i32>) -> BTreeSet<String> {
+        let mut out = self.subscribed.clone();
+        if let Some(re) = self.subscribed_regex.as_deref().and_then(|r| compile_regex(r).ok()) {
+            out.extend(topics.keys().filter(|t| re.is_match(t.as_str())).cloned());
+        }
+        out
     }
 }
 
@@ -139,8 +160,8 @@ impl Consumer {
     }
 
     fn subscribed_topics(&self, topics: &BTreeMap<String, i32>) -> BTreeMap<String, i32> {
-        let all: BTreeSet<&String> = self.members.values().flat_map(|m| m.subscribed.iter()).collect();
-        all.into_iter().filter_map(|t| topics.get(t).map(|c| (t.clone(), *c))).collect()
+        let all: BTreeSet<String> = self.members.values().flat_map(|m| m.effective_subscription(topics)).collect();
+        all.into_iter().filter_map(|t| topics.get(&t).map(|c| (t, *c))).collect()
     }
 
     /// Bump the group epoch and compute the new target assignment. Returns the new epoch.
@@ -148,10 +169,12 @@ impl Consumer {
         self.epoch += 1;
         let subscribed = self.subscribed_topics(topics);
         let empty = TopicPartitions::new();
+        let effective: BTreeMap<String, BTreeSet<String>> =
+            self.members.iter().map(|(id, m)| (id.clone(), m.effective_subscription(topics))).collect();
         let members: BTreeMap<String, AssignorMember<'_>> = self
             .members
-            .iter()
-            .map(|(id, m)| (id.clone(), AssignorMember { subscribed: &m.subscribed, current: self.target.get(id).unwrap_or(&empty) }))
+            .keys()
+            .map(|id| (id.clone(), AssignorMember { subscribed: &effective[id], current: self.target.get(id).unwrap_or(&empty) }))
             .collect();
         let name = self.members.values().find_map(|m| m.assignor.clone()).unwrap_or_else(|| assignor_name.to_string());
         self.target = assignor::assign(&name, &members, &subscribed);
@@ -250,8 +273,10 @@ impl Consumer {
         }
         let req = req;
         let err = |e: ErrorCode, msg: &str| HeartbeatResponse::error(e, msg, &req.member_id, req.member_epoch);
-        if req.subscribed_regex.is_some() {
-            return err(ErrorCode::INVALID_REQUEST, "subscribed_topic_regex is not supported by strand; subscribe by topic names");
+        if let Some(re) = req.subscribed_regex.as_deref().filter(|r| !r.is_empty()) {
+            if let Err(e) = compile_regex(re) {
+                return err(ErrorCode::INVALID_REGULAR_EXPRESSION, &format!("subscribed_topic_regex '{re}': {e}"));
+            }
         }
         if let Some(a) = &req.server_assignor {
             if !assignor::known(a) {
@@ -262,9 +287,10 @@ impl Consumer {
         let id: String;
         match req.member_epoch {
             0 => {
-                let Some(subscribed) = &req.subscribed else {
-                    return err(ErrorCode::INVALID_REQUEST, "a joining member must send subscribed_topic_names");
-                };
+                if req.subscribed.is_none() && req.subscribed_regex.is_none() {
+                    return err(ErrorCode::INVALID_REQUEST, "a joining member must send subscribed_topic_names or subscribed_topic_regex");
+                }
+                let subscribed = req.subscribed.clone().unwrap_or_default();
                 if req.rebalance_timeout_ms <= 0 {
                     return err(ErrorCode::INVALID_REQUEST, "a joining member must send a positive rebalance_timeout_ms");
                 }
@@ -291,6 +317,8 @@ impl Consumer {
                     return err(ErrorCode::GROUP_MAX_SIZE_REACHED, "the group is full");
                 }
                 let subscribed: BTreeSet<String> = subscribed.iter().cloned().collect();
+                let regex = req.subscribed_regex.clone().filter(|r| !r.is_empty());
+                tracing::debug!(group = %req.group_id, member = %id, topics = ?subscribed, regex = ?regex, "consumer group: member joins");
                 let mut member = ConsumerMember {
                     id: id.clone(),
                     epoch: 0,
@@ -301,6 +329,7 @@ impl Consumer {
                     client_host: req.client_host.clone(),
                     rebalance_timeout_ms: req.rebalance_timeout_ms,
                     subscribed: subscribed.clone(),
+                    subscribed_regex: regex.clone(),
                     assignor: req.server_assignor.clone(),
                     assigned: TopicPartitions::new(),
                     revoking: TopicPartitions::new(),
@@ -310,7 +339,7 @@ impl Consumer {
                     departed: false,
                 };
                 let keep_epoch = match replaced {
-                    Some(old) if old.subscribed == subscribed => {
+                    Some(old) if old.subscribed == subscribed && old.subscribed_regex == regex => {
                         // KIP-848 static membership: the new incarnation takes over.
                         member.epoch = old.epoch;
                         member.previous_epoch = old.previous_epoch;
@@ -377,6 +406,14 @@ impl Consumer {
                     let s: BTreeSet<String> = s.iter().cloned().collect();
                     if s != m.subscribed {
                         m.subscribed = s;
+                        changed = true;
+                    }
+                }
+                if let Some(re) = &req.subscribed_regex {
+                    // An empty regex clears it (as Kafka's heartbeat does).
+                    let re = (!re.is_empty()).then(|| re.clone());
+                    if re != m.subscribed_regex {
+                        m.subscribed_regex = re;
                         changed = true;
                     }
                 }

@@ -568,7 +568,9 @@ impl Coordinator {
         let subscribed = |topic: &str| -> bool {
             match &g.kind {
                 Kind::Classic(c) => !c.members.is_empty() && c.protocol_type.as_deref() == Some("consumer") && classic_subscribes(c, topic),
-                Kind::Consumer(c) => c.members.values().any(|m| m.subscribed.contains(topic)),
+                Kind::Consumer(c) => c.members.values().any(|m| {
+                    m.subscribed.contains(topic) || m.subscribed_regex.as_deref().and_then(|r| consumer::compile_regex(r).ok()).is_some_and(|re| re.is_match(topic))
+                }),
             }
         };
         let verdicts: Vec<ErrorCode> = partitions

@@ -307,3 +307,37 @@ fn consumer_protocol_does_not_resend_an_unchanged_empty_assignment() {
     assert_eq!(again.error, ErrorCode::NONE);
     assert!(again.assignment.is_none(), "nothing changed, nothing resent: {again:?}");
 }
+
+#[test]
+fn consumer_protocol_regex_subscription_follows_new_topics() {
+    use assignor::TopicPartitions;
+    use consumer::HeartbeatRequest;
+    let mut c = Coordinator::new(config(), 1);
+    let hb = |epoch: i32, regex: Option<&str>, owned: Option<TopicPartitions>| HeartbeatRequest {
+        group_id: "g".into(),
+        member_id: "m1".into(),
+        member_epoch: epoch,
+        instance_id: None,
+        rack_id: None,
+        rebalance_timeout_ms: 30_000,
+        subscribed: None,
+        subscribed_regex: regex.map(String::from),
+        server_assignor: None,
+        owned,
+        client_id: "c".into(),
+        client_host: "h".into(),
+    };
+    let bad = c.consumer_heartbeat(now(0), hb(0, Some("rx-("), None), &BTreeMap::new());
+    assert_eq!(bad.error, ErrorCode::INVALID_REGULAR_EXPRESSION);
+    let mut topics: BTreeMap<String, i32> = [("rx-a".to_string(), 2), ("rx-b".to_string(), 1), ("other-rx-a".to_string(), 3)].into();
+    let r = c.consumer_heartbeat(now(1), hb(0, Some("rx-.*"), Some(TopicPartitions::new())), &topics);
+    assert_eq!(r.error, ErrorCode::NONE);
+    let got = r.assignment.unwrap();
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), vec!["rx-a".to_string(), "rx-b".to_string()], "whole names only");
+    assert_eq!(got.values().map(|p| p.len()).sum::<usize>(), 3);
+    // A new matching topic is picked up on the next heartbeat.
+    topics.insert("rx-c".to_string(), 2);
+    let r2 = c.consumer_heartbeat(now(2), hb(r.member_epoch, None, Some(got.clone())), &topics);
+    assert!(r2.member_epoch > r.member_epoch, "the group epoch moved");
+    assert_eq!(r2.assignment.unwrap().get("rx-c").map(|p| p.len()), Some(2));
+}

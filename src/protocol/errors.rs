@@ -28,6 +28,7 @@ impl ErrorCode {
     pub const UNRELEASED_INSTANCE_ID: ErrorCode = ErrorCode(111);
     pub const UNSUPPORTED_ASSIGNOR: ErrorCode = ErrorCode(112);
     pub const STALE_MEMBER_EPOCH: ErrorCode = ErrorCode(113);
+    pub const INVALID_REGULAR_EXPRESSION: ErrorCode = ErrorCode(128);
     pub const OFFSET_OUT_OF_RANGE: ErrorCode = ErrorCode(1);
     pub const CORRUPT_MESSAGE: ErrorCode = ErrorCode(2);
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);

@@ -574,7 +574,7 @@ pub async fn consumer_group_heartbeat(
         rack_id: opt(&req.rack_id),
         rebalance_timeout_ms: req.rebalance_timeout_ms,
         subscribed: req.subscribed_topic_names.as_ref().map(|v| v.iter().map(|t| s(&t.0)).collect()),
-        subscribed_regex: opt(&req.subscribed_topic_regex),
+        subscribed_regex: req.subscribed_topic_regex.as_ref().map(s),
         server_assignor: opt(&req.server_assignor),
         owned,
         client_id: client_id(header),
@@ -653,6 +653,7 @@ pub async fn consumer_group_describe(broker: &Arc<Broker>, _version: i16, req: C
                                         .with_client_id(str_bytes(&m.client_id))
                                         .with_client_host(str_bytes(&m.client_host))
                                         .with_subscribed_topic_names(m.subscribed.iter().map(|t| TopicName(str_bytes(t))).collect())
+                                        .with_subscribed_topic_regex(m.subscribed_regex.as_deref().map(str_bytes))
                                         .with_assignment(wire(&m.assigned))
                                         .with_target_assignment(wire(cg.target.get(&m.id).unwrap_or(&TopicPartitions::new())))
                                 })
