@@ -27,19 +27,6 @@ fn send_frame(s: &mut TcpStream, payload: &[u8]) {
     let _ = s.write_all(payload);
 }
 
-/// True if the broker closed the connection (EOF or reset) within the timeout.
-fn closed_by_broker(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => return false,
-            Err(_) => return true,
-        }
-    }
-}
 
 fn request(api_key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Vec<u8> {
     let mut buf = BytesMut::new();
@@ -154,7 +141,7 @@ async fn garbage_closes_only_that_connection() {
     for (what, payload) in cases {
         let mut s = TcpStream::connect(&addr).unwrap();
         send_frame(&mut s, &payload);
-        assert!(closed_by_broker(&mut s), "{what}: connection should be closed");
+        assert!(common::closed_by_broker(&mut s), "{what}: connection should be closed");
         assert!(broker.is_running(), "{what}: broker died:\n{}", broker.log_tail());
     }
     // The same client connections still work.

@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::Broker;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest;
 use kafka_protocol::messages::consumer_group_heartbeat_response::ConsumerGroupHeartbeatResponse;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -27,7 +25,6 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use strand::client::Client;
 
 const BROKER_CONFIG: &[&str] = &["group_initial_rebalance_delay_ms = 0"];
@@ -63,18 +60,8 @@ fn tname(s: &str) -> TopicName {
     TopicName(sb(s))
 }
 
-/// A consumer protocol Subscription v0: int16 version, int32 count, int16-length topic
-/// names, int32 -1 (null user data).
 fn subscription(topics: &[&str]) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_i16(0);
-    b.put_i32(topics.len() as i32);
-    for t in topics {
-        b.put_i16(t.len() as i16);
-        b.put_slice(t.as_bytes());
-    }
-    b.put_i32(-1);
-    b.freeze()
+    strand::group::encode_subscription(topics)
 }
 
 fn join_request(group: &str, member: &str, protocol_type: &str, session_timeout_ms: i32) -> JoinGroupRequest {
@@ -153,24 +140,7 @@ async fn cgh(c: &mut Client, req: &ConsumerGroupHeartbeatRequest) -> ConsumerGro
 }
 
 fn batch(value: &'static str) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from_static(value.as_bytes())),
-        headers: IndexMap::new(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &[record], &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
-    buf.freeze()
+    strand::protocol::batch::build_simple_batch(0, 1_700_000_000_000, &[value.as_bytes()])
 }
 
 /// A JoinGroup v5 frame with a valid header whose body stops in the middle of the group id.
@@ -191,19 +161,6 @@ fn truncated_join_frame() -> Vec<u8> {
     buf.to_vec()
 }
 
-/// True if the broker closed the connection (EOF or reset) within 10 s.
-fn closed_by_broker(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => return false,
-            Err(_) => return true,
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn group_coordinator_answers_bad_input_like_kafka() {
@@ -373,7 +330,7 @@ async fn group_coordinator_answers_bad_input_like_kafka() {
     // ---- A truncated JoinGroup closes only its own connection ----
     let mut raw = TcpStream::connect(&addr).unwrap();
     raw.write_all(&truncated_join_frame()).unwrap();
-    assert!(closed_by_broker(&mut raw), "a truncated JoinGroup body should close the connection");
+    assert!(common::closed_by_broker(&mut raw), "a truncated JoinGroup body should close the connection");
     assert!(broker.is_running(), "broker died on a truncated JoinGroup:\n{}", broker.log_tail());
     assert_eq!(heartbeat(&mut c, "g1", &member, 1).await, NONE, "g1's member on its own connection after the garbage");
     let r = commit(&mut c, 8, "g1", &member, 1, &[(TOPIC, 1, 3)]).await;

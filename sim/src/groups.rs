@@ -69,17 +69,6 @@ fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
-/// Consumer protocol Subscription v0 for one topic.
-fn subscription(topic: &str) -> Bytes {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&1i32.to_be_bytes());
-    b.extend_from_slice(&(topic.len() as i16).to_be_bytes());
-    b.extend_from_slice(topic.as_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    Bytes::from(b)
-}
-
 /// This workload's assignment encoding: the partitions as big-endian i32s.
 fn encode_parts(parts: &[i32]) -> Bytes {
     Bytes::from(parts.iter().flat_map(|p| p.to_be_bytes()).collect::<Vec<u8>>())
@@ -186,7 +175,7 @@ async fn session(c: &mut Client, name: &str, member_id: &mut String, opts: &Grou
         .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
         .with_member_id(s(member_id))
         .with_protocol_type(s("consumer"))
-        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(subscription(GROUP_TOPIC))]);
+        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(strand::group::encode_subscription(&[GROUP_TOPIC]))]);
     let j = match timed(c.send_at(&join, 5)).await {
         Ok(j) => j,
         Err(_) => return Next::Reconnect,

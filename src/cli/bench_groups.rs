@@ -147,14 +147,7 @@ async fn durable_small_writes(rt: &Runtime, root: &std::path::Path) -> anyhow::R
 }
 
 fn protocols() -> Vec<JoinGroupRequestProtocol> {
-    // A consumer Subscription v0 naming the topic.
-    let mut m = Vec::new();
-    m.extend_from_slice(&0i16.to_be_bytes());
-    m.extend_from_slice(&1i32.to_be_bytes());
-    m.extend_from_slice(&(TOPIC.len() as i16).to_be_bytes());
-    m.extend_from_slice(TOPIC.as_bytes());
-    m.extend_from_slice(&(-1i32).to_be_bytes());
-    vec![JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from(m))]
+    vec![JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(crate::group::encode_subscription(&[TOPIC]))]
 }
 
 /// Generation of each member's last successful SyncGroup, for the round to see when all agree.
@@ -194,17 +187,8 @@ async fn member(addr: String, group: String, me: usize, synced: Synced, stop: Ar
             }
             per.into_iter()
                 .map(|(m, ps)| {
-                    let mut a = Vec::new();
-                    a.extend_from_slice(&0i16.to_be_bytes());
-                    a.extend_from_slice(&1i32.to_be_bytes());
-                    a.extend_from_slice(&(TOPIC.len() as i16).to_be_bytes());
-                    a.extend_from_slice(TOPIC.as_bytes());
-                    a.extend_from_slice(&(ps.len() as i32).to_be_bytes());
-                    for p in ps {
-                        a.extend_from_slice(&p.to_be_bytes());
-                    }
-                    a.extend_from_slice(&(-1i32).to_be_bytes());
-                    SyncGroupRequestAssignment::default().with_member_id(s(m)).with_assignment(Bytes::from(a))
+                    let tp: crate::group::assignor::TopicPartitions = [(TOPIC.to_string(), ps.into_iter().collect())].into();
+                    SyncGroupRequestAssignment::default().with_member_id(s(m)).with_assignment(crate::group::encode_consumer_assignment(&tp))
                 })
                 .collect()
         } else {

@@ -29,7 +29,7 @@ pub struct ConsumerMember {
     pub rebalance_timeout_ms: i32,
     pub subscribed: BTreeSet<String>,
     /// KIP-848 `subscribed_topic_regex` (RE2 syntax, matched against whole topic names).
-    pub subscribed_regex: Option<String>,
+    pub subscribed_regex: Option<SubscriptionRegex>,
     pub assignor: Option<String>,
     /// What the member may own now.
     pub assigned: TopicPartitions,
@@ -85,27 +85,48 @@ impl HeartbeatResponse {
     }
 }
 
-/// Compile a subscription regex, anchored at both ends (Kafka matches whole topic names).
-pub fn compile_regex(re: &str) -> Result<regex_automata::meta::Regex, String> {
-    if re.len() > 4096 {
-        return Err("regular expression longer than 4096 bytes".into());
+/// A subscription regex as the member sent it, compiled once, anchored at both ends (Kafka
+/// matches whole topic names).
+#[derive(Debug, Clone)]
+pub struct SubscriptionRegex {
+    pub source: String,
+    regex: regex_automata::meta::Regex,
+}
+
+impl PartialEq for SubscriptionRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
     }
-    regex_automata::meta::Regex::new(&format!("^(?:{re})$")).map_err(|e| e.to_string())
+}
+
+impl SubscriptionRegex {
+    pub fn compile(source: &str) -> Result<SubscriptionRegex, String> {
+        if source.len() > 4096 {
+            return Err("regular expression longer than 4096 bytes".into());
+        }
+        let regex = regex_automata::meta::Regex::new(&format!("^(?:{source})$")).map_err(|e| e.to_string())?;
+        Ok(SubscriptionRegex { source: source.to_string(), regex })
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        self.regex.is_match(topic)
+    }
 }
 
 impl ConsumerMember {
     /// Topic names this member subscribes to: its names plus existing topics its regex matches.
     pub fn effective_subscription(&self, topics: &BTreeMap<String, i32>) -> BTreeSet<String> {
         let mut out = self.subscribed.clone();
-        if let Some(re) = self.subscribed_regex.as_deref().and_then(|r| compile_regex(r).ok()) {
-            out.extend(topics.keys().filter(|t| re.is_match(t.as_str())).cloned());
+        if let Some(re) = &self.subscribed_regex {
+            out.extend(topics.keys().filter(|t| re.matches(t)).cloned());
         }
         out
     }
-}
 
-fn count(tp: &TopicPartitions) -> usize {
-    tp.values().map(BTreeSet::len).sum()
+    /// Whether the member subscribes to `topic`, by name or by its regex.
+    pub fn subscribes_to(&self, topic: &str) -> bool {
+        self.subscribed.contains(topic) || self.subscribed_regex.as_ref().is_some_and(|re| re.matches(topic))
+    }
 }
 
 fn minus(a: &TopicPartitions, b: &TopicPartitions) -> TopicPartitions {
@@ -273,11 +294,15 @@ impl Consumer {
         }
         let req = req;
         let err = |e: ErrorCode, msg: &str| HeartbeatResponse::error(e, msg, &req.member_id, req.member_epoch);
-        if let Some(re) = req.subscribed_regex.as_deref().filter(|r| !r.is_empty()) {
-            if let Err(e) = compile_regex(re) {
-                return err(ErrorCode::INVALID_REGULAR_EXPRESSION, &format!("subscribed_topic_regex '{re}': {e}"));
-            }
-        }
+        // Some(None): the request clears the regex (an empty string, as Kafka's heartbeat).
+        let regex: Option<Option<SubscriptionRegex>> = match req.subscribed_regex.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            Some(re) => match SubscriptionRegex::compile(re) {
+                Ok(r) => Some(Some(r)),
+                Err(e) => return err(ErrorCode::INVALID_REGULAR_EXPRESSION, &format!("subscribed_topic_regex '{re}': {e}")),
+            },
+        };
         if let Some(a) = &req.server_assignor {
             if !assignor::known(a) {
                 return err(ErrorCode::UNSUPPORTED_ASSIGNOR, &format!("unknown server assignor '{a}' (strand has uniform and range)"));
@@ -317,8 +342,8 @@ impl Consumer {
                     return err(ErrorCode::GROUP_MAX_SIZE_REACHED, "the group is full");
                 }
                 let subscribed: BTreeSet<String> = subscribed.iter().cloned().collect();
-                let regex = req.subscribed_regex.clone().filter(|r| !r.is_empty());
-                tracing::debug!(group = %req.group_id, member = %id, topics = ?subscribed, regex = ?regex, "consumer group: member joins");
+                let regex = regex.clone().flatten();
+                tracing::debug!(group = %req.group_id, member = %id, topics = ?subscribed, regex = ?regex.as_ref().map(|r| &r.source), "consumer group: member joins");
                 let mut member = ConsumerMember {
                     id: id.clone(),
                     epoch: 0,
@@ -409,9 +434,7 @@ impl Consumer {
                         changed = true;
                     }
                 }
-                if let Some(re) = &req.subscribed_regex {
-                    // An empty regex clears it (as Kafka's heartbeat does).
-                    let re = (!re.is_empty()).then(|| re.clone());
+                if let Some(re) = regex {
                     if re != m.subscribed_regex {
                         m.subscribed_regex = re;
                         changed = true;
@@ -493,6 +516,5 @@ impl Consumer {
                 }
             }
         }
-        let _ = count;
     }
 }

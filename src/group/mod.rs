@@ -568,9 +568,7 @@ impl Coordinator {
         let subscribed = |topic: &str| -> bool {
             match &g.kind {
                 Kind::Classic(c) => !c.members.is_empty() && c.protocol_type.as_deref() == Some("consumer") && classic_subscribes(c, topic),
-                Kind::Consumer(c) => c.members.values().any(|m| {
-                    m.subscribed.contains(topic) || m.subscribed_regex.as_deref().and_then(|r| consumer::compile_regex(r).ok()).is_some_and(|re| re.is_match(topic))
-                }),
+                Kind::Consumer(c) => c.members.values().any(|m| m.subscribes_to(topic)),
             }
         };
         let verdicts: Vec<ErrorCode> = partitions
@@ -717,6 +715,20 @@ pub fn decode_subscription(b: &[u8]) -> Vec<String> {
         at += len;
     }
     out
+}
+
+/// A consumer protocol Subscription (version 0) of `topics`, without user data: what a
+/// classic consumer sends as JoinGroup metadata.
+pub fn encode_subscription(topics: &[&str]) -> Bytes {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for t in topics {
+        b.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        b.extend_from_slice(t.as_bytes());
+    }
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(b)
 }
 
 /// A consumer protocol Assignment (version 0) of `tp`, for DescribeGroups of consumer groups.

@@ -260,7 +260,7 @@ impl Groups {
     /// appended again after a segment roll; once those are durable, the log start moves to the
     /// first of them and the older segments are deleted. Replay from the new start rebuilds the
     /// same state, because the copies carry everything live.
-    pub async fn compact(&self, topics: &TopicRegistry) {
+    pub async fn compact(&self) {
         if self.failed.load(Ordering::SeqCst) {
             return;
         }
@@ -298,7 +298,6 @@ impl Groups {
                 }
             }
         }
-        let _ = topics;
     }
 }
 
@@ -323,7 +322,7 @@ pub async fn tick_loop(broker: Arc<super::Broker>) {
         broker.groups.tick(&broker.topics).await;
         n += 1;
         if n.is_multiple_of(COMPACT_EVERY_TICKS) {
-            broker.groups.compact(&broker.topics).await;
+            broker.groups.compact().await;
         }
     }
 }

@@ -427,10 +427,7 @@ pub async fn describe_groups(broker: &Arc<Broker>, _version: i16, req: DescribeG
             let g = DescribedGroup::default().with_group_id(GroupId(str_bytes(id)));
             match &found {
                 Err(e) => g.with_error_code(e.code()),
-                Ok(list) if validate_group_id(id) != ErrorCode::NONE => {
-                    let _ = list;
-                    g.with_error_code(ErrorCode::INVALID_GROUP_ID.code())
-                }
+                Ok(_) if validate_group_id(id) != ErrorCode::NONE => g.with_error_code(ErrorCode::INVALID_GROUP_ID.code()),
                 Ok(list) => match &list[i] {
                     // Kafka: an unknown group is described as Dead.
                     None => g.with_group_state(str_bytes("Dead")),
@@ -653,7 +650,7 @@ pub async fn consumer_group_describe(broker: &Arc<Broker>, _version: i16, req: C
                                         .with_client_id(str_bytes(&m.client_id))
                                         .with_client_host(str_bytes(&m.client_host))
                                         .with_subscribed_topic_names(m.subscribed.iter().map(|t| TopicName(str_bytes(t))).collect())
-                                        .with_subscribed_topic_regex(m.subscribed_regex.as_deref().map(str_bytes))
+                                        .with_subscribed_topic_regex(m.subscribed_regex.as_ref().map(|r| str_bytes(&r.source)))
                                         .with_assignment(wire(&m.assigned))
                                         .with_target_assignment(wire(cg.target.get(&m.id).unwrap_or(&TopicPartitions::new())))
                                 })
