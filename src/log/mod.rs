@@ -269,29 +269,40 @@ impl PartitionLog {
         }
         let sizes: Vec<usize> = batches.iter().map(|b| b.size_bytes()).collect();
         drop(batches);
-        // Assign offsets in place: base_offset is outside the CRC. LogAppendTime rewrites the
-        // timestamp type and max_timestamp and recomputes the CRC; records are untouched.
+        // Assign offsets: base_offset and partition_leader_epoch are outside the CRC, so only
+        // a copy of each batch's header is patched and the records are written from the
+        // request buffer as they came (no copy of the batch). LogAppendTime rewrites the
+        // timestamp type and max_timestamp, which are inside the CRC: that batch is copied,
+        // patched and its CRC recomputed; its records are still untouched.
         let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
-        let mut buf = BytesMut::from(&records[..]);
         let base_offset = self.log_end_offset();
         let mut next = base_offset;
         let mut pos = 0;
-        for size in &sizes {
-            let b = &mut buf[pos..pos + size];
-            batch::set_base_offset(b, next);
-            batch::set_partition_leader_epoch(b, 0);
+        let mut parts = Vec::with_capacity(2 * sizes.len());
+        let mut headers = Vec::with_capacity(sizes.len());
+        for &size in &sizes {
+            let whole = if log_append_time { size } else { batch::HEADER_BYTES };
+            let mut patched = BytesMut::from(&records[pos..pos + whole]);
+            batch::set_base_offset(&mut patched, next);
+            batch::set_partition_leader_epoch(&mut patched, 0);
             if log_append_time {
-                batch::set_log_append_time(b, now_ms);
+                batch::set_log_append_time(&mut patched, now_ms);
             }
-            let last_offset_delta = i32::from_be_bytes(b[batch::LAST_OFFSET_DELTA_AT..batch::LAST_OFFSET_DELTA_AT + 4].try_into().expect("4 bytes"));
-            next += i64::from(last_offset_delta) + 1;
+            let patched = patched.freeze();
+            headers.push((patched.slice(..batch::HEADER_BYTES), size));
+            parts.push(patched);
+            if whole < size {
+                parts.push(records.slice(pos + whole..pos + size));
+            }
+            let view = batch::BatchView::header_only(&headers.last().expect("just pushed").0, size);
+            next = view.next_offset();
             pos += size;
         }
-        let data = buf.freeze();
-        self.maybe_roll(data.len() as u64, now_ms).await?;
+        let total_bytes = pos as u64;
+        self.maybe_roll(total_bytes, now_ms).await?;
         let position = self.active().size_bytes;
         let file = self.active().file.clone();
-        if let Err(e) = file.write_at(position, data.clone()).await {
+        if let Err(e) = file.write_parts_at(position, parts).await {
             // Cut off whatever part of the write landed, so the file stays a sequence of whole
             // batches; if even that fails, the log cannot be trusted until recovery.
             if let Err(e2) = file.set_len(position).await {
@@ -300,7 +311,7 @@ impl PartitionLog {
             return Err(Error::Io { path: file.path().to_path_buf(), source: e });
         }
         let interval = self.config.index_interval_bytes.max(0) as u64;
-        let (written, _) = split_batches(&data).expect("validated above");
+        let written: Vec<batch::BatchView<'_>> = headers.iter().map(|(h, size)| batch::BatchView::header_only(h, *size)).collect();
         let seg = self.active_mut();
         seg.first_append_wall_ms.get_or_insert(now_ms);
         let mut p = position;

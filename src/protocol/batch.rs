@@ -99,20 +99,39 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// A borrowed view of one complete, length-checked batch. Field accessors never panic because
-/// construction checked that at least `HEADER_BYTES` are present.
+/// A borrowed view of one complete, length-checked batch, or of only its header (see
+/// `header_only`). Field accessors never panic because construction checked that at least
+/// `HEADER_BYTES` are present.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchView<'a> {
+    /// The whole batch, or only its first `HEADER_BYTES` for a header-only view.
     bytes: &'a [u8],
+    /// The whole batch's size, `12 + batch_length`.
+    size_bytes: usize,
 }
 
 impl<'a> BatchView<'a> {
+    /// A view of a batch's header alone (its first `HEADER_BYTES`), for a batch of
+    /// `size_bytes` whose records are elsewhere: the log patches a copy of the header (offsets
+    /// are outside the CRC) and writes the records from the request buffer as they are.
+    /// Header fields work as on a whole view; `bytes`, `computed_crc` and `validate` panic.
+    pub fn header_only(header: &'a [u8], size_bytes: usize) -> BatchView<'a> {
+        assert_eq!(header.len(), HEADER_BYTES, "a batch header is {HEADER_BYTES} bytes");
+        assert!(size_bytes >= HEADER_BYTES, "a batch of {size_bytes} bytes is shorter than its header");
+        BatchView { bytes: header, size_bytes }
+    }
+
+    fn assert_whole(&self) {
+        assert_eq!(self.bytes.len(), self.size_bytes, "whole-batch access on a header-only view");
+    }
+
     /// The whole batch, `12 + batch_length` bytes.
     pub fn bytes(&self) -> &'a [u8] {
+        self.assert_whole();
         self.bytes
     }
     pub fn size_bytes(&self) -> usize {
-        self.bytes.len()
+        self.size_bytes
     }
     pub fn base_offset(&self) -> i64 {
         be_i64(self.bytes, BASE_OFFSET_AT)
@@ -137,6 +156,7 @@ impl<'a> BatchView<'a> {
         be_u32(self.bytes, CRC_AT)
     }
     pub fn computed_crc(&self) -> u32 {
+        self.assert_whole();
         crc32c::crc32c(&self.bytes[ATTRIBUTES_AT..])
     }
     pub fn attributes(&self) -> i16 {
@@ -224,7 +244,7 @@ pub fn split_batches(buf: &[u8]) -> Result<(Vec<BatchView<'_>>, usize), BatchErr
         if buf.len() - pos < total {
             break;
         }
-        out.push(BatchView { bytes: &buf[pos..pos + total] });
+        out.push(BatchView { bytes: &buf[pos..pos + total], size_bytes: total });
         pos += total;
     }
     Ok((out, pos))

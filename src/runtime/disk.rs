@@ -45,6 +45,16 @@ pub trait DiskFile: Send + Sync + 'static {
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<Bytes>;
     /// Write all of `data` at `pos`, extending the file if needed. Volatile until `sync_data`.
     fn write_at(&self, pos: u64, data: Bytes) -> IoFuture<()>;
+    /// Write `parts` one after another from `pos`, as one `write_at` of their concatenation
+    /// would (same volatility and crash behaviour). The real disk hands them to the kernel in
+    /// one `pwritev`, so an append need not first copy a request's records into one buffer.
+    fn write_parts_at(&self, pos: u64, parts: Vec<Bytes>) -> IoFuture<()> {
+        let mut whole = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for part in &parts {
+            whole.extend_from_slice(part);
+        }
+        self.write_at(pos, whole.freeze())
+    }
     /// fdatasync: everything written so far becomes durable, or an error says it may not be.
     fn sync_data(&self) -> IoFuture<()>;
     /// Truncate or extend the file to `len` bytes.
