@@ -211,6 +211,10 @@ pub struct BenchArgs {
     /// Seconds for the latency phase.
     #[arg(long, default_value_t = 10)]
     pub latency_secs: u64,
+    /// Run the whole benchmark (limits and broker) this many times and end with the median of
+    /// each ratio: on a shared machine one run's disk limit can swing by half.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
     /// Measure the group coordinator instead (rebalance time, offset-commit throughput).
     #[arg(long)]
     pub groups: bool,
