@@ -5,6 +5,7 @@
 //! - `cli/`        clap commands: broker, topic, produce, consume, bench
 //! - `config`      BrokerConfig, TopicConfig (Kafka keys), validation
 //! - `limits`      every named bound
+//! - `metrics`     bounded latency histograms (fdatasync times, read by the benchmark)
 //! - `protocol/`   record batch v2 view (CRC-32C, in-place offset patch), Kafka error codes
 //! - `server/`     async shell facing clients: listener, connection (framing, pipelining,
 //!                 bounds), dispatch (ApiKey -> handler; ApiVersions generated from it), handlers,
@@ -26,6 +27,7 @@ pub mod config;
 pub mod group;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod partition;
 pub mod protocol;
 pub mod runtime;

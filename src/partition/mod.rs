@@ -41,6 +41,10 @@ pub struct Partition {
     failed: std::sync::Mutex<Option<String>>,
     flush_wanted: Notify,
     flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// How long each group commit's fdatasync took.
+    pub sync_latency: crate::metrics::Histogram,
+    /// How long each append held the log (validation and the write into the page cache).
+    pub append_latency: crate::metrics::Histogram,
 }
 
 impl Partition {
@@ -66,6 +70,8 @@ impl Partition {
             failed: std::sync::Mutex::new(None),
             flush_wanted: Notify::new(),
             flusher: std::sync::Mutex::new(None),
+            sync_latency: Default::default(),
+            append_latency: Default::default(),
         });
         let task = tokio::spawn(flush_loop(partition.clone()));
         *partition.flusher.lock().expect("flusher lock") = Some(task);
@@ -87,7 +93,9 @@ impl Partition {
         let info = {
             let mut guard = self.log.lock().await;
             let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
+            let started = self.rt.clock.monotonic();
             let result = log.append(records, self.rt.clock.wall_ms()).await;
+            self.append_latency.record(self.rt.clock.monotonic() - started);
             self.log_end_offset.store(log.log_end_offset(), Ordering::SeqCst);
             if let Some(reason) = log.failure() {
                 *self.failed.lock().expect("failed lock") = Some(reason.to_string());
@@ -249,12 +257,14 @@ async fn flush_loop(p: Arc<Partition>) {
             p.publish(log);
         }
         let mut error = None;
+        let started = p.rt.clock.monotonic();
         for file in &point.files {
             if let Err(e) = file.sync_data().await {
                 error = Some(format!("fdatasync of {} failed: {e}", file.path().display()));
                 break;
             }
         }
+        p.sync_latency.record(p.rt.clock.monotonic() - started);
         let mut guard = p.log.lock().await;
         let Some(log) = guard.as_mut() else { return };
         match error {

@@ -52,6 +52,11 @@ pub struct ServerHandle {
 const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 
 impl ServerHandle {
+    /// The broker's state (the in-process benchmark reads partitions' fdatasync histograms).
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
