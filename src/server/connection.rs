@@ -35,13 +35,15 @@ struct Pending {
     correlation_id: i32,
     reply: Reply,
     _bytes: OwnedSemaphorePermit,
+    /// When the whole frame had been read.
+    read_at: std::time::Duration,
 }
 
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
     let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Pending>(CONNECTION_IN_FLIGHT_REQUESTS_MAX);
     let bytes_budget = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_BYTES_MAX));
-    let writer_task = tokio::spawn(write_loop(writer, rx, peer));
+    let writer_task = tokio::spawn(write_loop(broker.clone(), writer, rx, peer));
     loop {
         let mut size_buf = [0u8; 4];
         let read = tokio::select! {
@@ -75,6 +77,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut
             break;
         }
         let mut body = Bytes::from(body);
+        let read_at = broker.rt.clock.monotonic();
         let (api_key, api_version, correlation_id, reply) = match decode_and_handle(&broker, &mut body, peer).await {
             Some(x) => x,
             None => break,
@@ -82,7 +85,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut
         if matches!(reply, Reply::Close) || crate::buggify!() {
             break;
         }
-        let pending = Pending { api_key, api_version, correlation_id, reply, _bytes: permit };
+        let pending = Pending { api_key, api_version, correlation_id, reply, _bytes: permit, read_at };
         if tx.send(pending).await.is_err() {
             break; // the writer stopped: the socket is gone.
         }
@@ -135,6 +138,7 @@ async fn decode_and_handle(
 }
 
 async fn write_loop(
+    broker: Arc<Broker>,
     mut writer: tokio::io::WriteHalf<TcpStream>,
     mut rx: mpsc::Receiver<Pending>,
     peer: SocketAddr,
@@ -157,6 +161,9 @@ async fn write_loop(
         };
         if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
             break;
+        }
+        if p.api_key == ApiKey::Produce {
+            broker.produce_latency.record(broker.rt.clock.monotonic().saturating_sub(p.read_at));
         }
     }
 }

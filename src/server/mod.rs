@@ -35,6 +35,8 @@ pub struct Broker {
     pub groups: groups::Groups,
     /// (host, port) clients are told to use.
     pub advertised: (String, i32),
+    /// Produce requests with a response: from the whole frame read to the response written.
+    pub produce_latency: crate::metrics::Histogram,
 }
 
 /// A running broker.
@@ -98,7 +100,7 @@ pub async fn start(rt: Runtime, config: BrokerConfig) -> anyhow::Result<ServerHa
         Some(_) => config.advertised(),
         None => (local_addr.ip().to_string(), i32::from(local_addr.port())),
     };
-    let broker = Arc::new(Broker { rt, config, topics, groups, advertised });
+    let broker = Arc::new(Broker { rt, config, topics, groups, advertised, produce_latency: Default::default() });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let active_connections = Arc::new(AtomicUsize::new(0));
     let accept_task = tokio::spawn(accept_loop(broker.clone(), listener, shutdown_rx.clone(), active_connections.clone()));
