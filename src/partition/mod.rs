@@ -10,11 +10,13 @@
 //! later appends are refused until restart (the sync is never retried as if it had worked).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{watch, Mutex, Notify};
+
+pub mod rounds;
 
 use crate::config::TopicConfig;
 use crate::log::{AppendInfo, Error, PartitionLog, ReadInfo, Result};
@@ -41,6 +43,10 @@ pub struct Partition {
     failed: std::sync::Mutex<Option<String>>,
     flush_wanted: Notify,
     flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Shared with the other partitions on this disk: aligns the starts of their syncs.
+    rounds: Arc<rounds::SyncRounds>,
+    /// Bytes appended since the last sync point was taken (updated under the log lock).
+    unsynced_bytes: AtomicU64,
     /// How long each group commit's fdatasync took.
     pub sync_latency: crate::metrics::Histogram,
     /// How long each append held the log (validation and the write into the page cache).
@@ -48,8 +54,14 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Open the log and start its flusher task.
+    /// Open the log and start its flusher task, syncing on its own schedule.
     pub async fn open(rt: Runtime, dir: PathBuf, config: TopicConfig) -> Result<Arc<Partition>> {
+        Partition::open_in(rt, dir, config, Arc::default()).await
+    }
+
+    /// Open the log and start its flusher task, its syncs aligned with those of the other
+    /// partitions sharing `rounds` (see `rounds`).
+    pub async fn open_in(rt: Runtime, dir: PathBuf, config: TopicConfig, rounds: Arc<rounds::SyncRounds>) -> Result<Arc<Partition>> {
         let log = PartitionLog::open(rt.clone(), dir.clone(), config).await?;
         #[cfg(feature = "planted-bugs")]
         let initial = if crate::runtime::planted("high-watermark-back") && log.durable_offset() > log.log_start_offset() {
@@ -70,6 +82,8 @@ impl Partition {
             failed: std::sync::Mutex::new(None),
             flush_wanted: Notify::new(),
             flusher: std::sync::Mutex::new(None),
+            rounds,
+            unsynced_bytes: AtomicU64::new(0),
             sync_latency: Default::default(),
             append_latency: Default::default(),
         });
@@ -94,7 +108,11 @@ impl Partition {
             let mut guard = self.log.lock().await;
             let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
             let started = self.rt.clock.monotonic();
+            let len = records.len() as u64;
             let result = log.append(records, self.rt.clock.wall_ms()).await;
+            if result.is_ok() {
+                self.unsynced_bytes.fetch_add(len, Ordering::SeqCst);
+            }
             self.append_latency.record(self.rt.clock.monotonic() - started);
             self.log_end_offset.store(log.log_end_offset(), Ordering::SeqCst);
             if let Some(reason) = log.failure() {
@@ -232,6 +250,9 @@ impl Partition {
     }
 }
 
+/// Syncs of fewer unsynced bytes than this are aligned with other partitions' (see `rounds`).
+const ALIGNED_SYNC_BYTES_MAX: u64 = 512 * 1024;
+
 /// The group-commit loop; `close()` ends it.
 async fn flush_loop(p: Arc<Partition>) {
     loop {
@@ -256,6 +277,24 @@ async fn flush_loop(p: Arc<Partition>) {
             log.mark_durable(point.upto);
             p.publish(log);
         }
+        // A small sync (latency-bound: the journal commit dominates) waits for the round in
+        // progress, if any, so it shares the next journal commit with the other partitions'; a
+        // large one (throughput-bound) goes at once rather than idle behind the slowest. Then a
+        // fresh sync point: what arrived meanwhile rides along.
+        let ticket = if p.unsynced_bytes.load(Ordering::SeqCst) < ALIGNED_SYNC_BYTES_MAX { Some(p.rounds.enter().await) } else { None };
+        let point = {
+            let guard = p.log.lock().await;
+            match guard.as_ref() {
+                Some(log) if log.failure().is_none() => {
+                    p.unsynced_bytes.store(0, Ordering::SeqCst);
+                    log.sync_point()
+                }
+                _ => return,
+            }
+        };
+        if point.files.is_empty() {
+            continue;
+        }
         let mut error = None;
         let started = p.rt.clock.monotonic();
         for file in &point.files {
@@ -265,6 +304,7 @@ async fn flush_loop(p: Arc<Partition>) {
             }
         }
         p.sync_latency.record(p.rt.clock.monotonic() - started);
+        drop(ticket);
         let mut guard = p.log.lock().await;
         let Some(log) = guard.as_mut() else { return };
         match error {

@@ -83,6 +83,8 @@ pub struct TopicRegistry {
     admin: tokio::sync::Mutex<()>,
     /// (next producer id to hand out, end of the durably reserved block).
     producer_ids: std::sync::Mutex<(i64, i64)>,
+    /// Every partition here shares one data directory, so one disk: their syncs are aligned.
+    sync_rounds: Arc<crate::partition::rounds::SyncRounds>,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -138,6 +140,7 @@ impl TopicRegistry {
             admin: tokio::sync::Mutex::new(()),
             // Never reuse an id that may have been handed out before the restart.
             producer_ids: std::sync::Mutex::new((meta.producer_id_block_end, meta.producer_id_block_end)),
+            sync_rounds: Arc::default(),
         };
         let mut opened = BTreeMap::new();
         for t in &meta.topics {
@@ -146,7 +149,7 @@ impl TopicRegistry {
             let mut partitions = Vec::new();
             for p in 0..t.partitions {
                 let dir = partition_dir(&data_dir, &t.name, p);
-                let partition = Partition::open(rt.clone(), dir.clone(), config.clone())
+                let partition = Partition::open_in(rt.clone(), dir.clone(), config.clone(), registry.sync_rounds.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
                 partitions.push(partition);
@@ -244,7 +247,7 @@ impl TopicRegistry {
         let mut opened = Vec::new();
         for p in 0..partitions {
             let dir = partition_dir(&self.data_dir, name, p);
-            match Partition::open(self.rt.clone(), dir, config.clone()).await {
+            match Partition::open_in(self.rt.clone(), dir, config.clone(), self.sync_rounds.clone()).await {
                 Ok(partition) => opened.push(partition),
                 Err(e) => {
                     for partition in &opened {
@@ -313,7 +316,7 @@ impl TopicRegistry {
         let mut partitions = topic.partitions.clone();
         for p in current..count {
             let dir = partition_dir(&self.data_dir, name, p);
-            let partition = Partition::open(self.rt.clone(), dir, topic.config.clone())
+            let partition = Partition::open_in(self.rt.clone(), dir, topic.config.clone(), self.sync_rounds.clone())
                 .await
                 .map_err(|e| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")))?;
             partitions.push(partition);
