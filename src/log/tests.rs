@@ -495,3 +495,32 @@ async fn idempotent_retries_are_stored_once_across_segments_and_restarts() {
     let gap = log.append(producer_batch(42, 1, 5, &["x"]), 0).await.unwrap_err();
     assert!(matches!(gap, Error::OutOfOrderSequence { .. }), "{gap}");
 }
+
+/// Small syncs wait for the round of syncs in progress (so partitions share journal commits);
+/// large ones do not wait behind it.
+#[tokio::test]
+async fn small_syncs_wait_for_the_running_round_large_ones_do_not() {
+    use crate::partition::rounds::SyncRounds;
+    use crate::partition::{Acks, Partition};
+    use std::sync::Arc;
+    let dir = TempDir::new("syncrounds");
+    let rounds = Arc::new(SyncRounds::default());
+    let p = Partition::open_in(Runtime::real(), dir.0.clone(), TopicConfig::default(), rounds.clone()).await.unwrap();
+    // Another partition's sync is running: hold its place in the round.
+    let running = rounds.enter().await;
+    let small = p.append(batch(&["small"], 1), Acks::None).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(p.high_watermark() <= small.last_offset, "a small sync started inside a running round");
+    drop(running);
+    tokio::time::timeout(std::time::Duration::from_secs(10), p.wait_durable(small.last_offset + 1)).await.unwrap().unwrap();
+
+    let running = rounds.enter().await;
+    let value = "x".repeat(600 * 1024);
+    let large = p.append(batch(&[&value], 2), Acks::None).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), p.wait_durable(large.last_offset + 1))
+        .await
+        .expect("a large sync waited for the running round")
+        .unwrap();
+    drop(running);
+    p.close().await.unwrap();
+}
