@@ -312,10 +312,15 @@ async fn flush_loop(p: Arc<Partition>) {
                 log.mark_durable(point.upto);
                 p.publish(log);
                 drop(guard);
-                // Acks are out; now let the kernel reuse the pages of older synced data. A
-                // failed hint changes nothing that reads return: ignore it.
-                if let Some(active) = point.files.last() {
-                    let _ = active.release_cache_before(point.active_bytes.saturating_sub(crate::limits::PAGE_CACHE_WINDOW_BYTES)).await;
+                // Acks are out; let the kernel reuse the pages of older synced data, beside the
+                // next sync rather than before it (one task per sync at most, and the real disk
+                // does nothing until 8 MiB more can go). A failed hint changes nothing that
+                // reads return: ignore it.
+                let before = point.active_bytes.saturating_sub(crate::limits::PAGE_CACHE_WINDOW_BYTES);
+                if let (Some(active), true) = (point.files.last().cloned(), before > 0) {
+                    tokio::spawn(async move {
+                        let _ = active.release_cache_before(before).await;
+                    });
                 }
             }
             Some(reason) => {
