@@ -336,6 +336,8 @@ mod faulty {
     pub struct Faults {
         pub enospc: AtomicBool,
         pub eio_on_sync: AtomicBool,
+        /// Every sync first sleeps this long (ms).
+        pub sync_delay_ms: std::sync::atomic::AtomicU64,
     }
 
     pub struct FaultyDisk {
@@ -381,7 +383,12 @@ mod faulty {
             if self.faults.eio_on_sync.load(Ordering::SeqCst) {
                 return Box::pin(async { Err(std::io::Error::from_raw_os_error(5)) }); // EIO
             }
-            self.inner.sync_data()
+            let delay = self.faults.sync_delay_ms.load(Ordering::SeqCst);
+            let sync = self.inner.sync_data();
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                sync.await
+            })
         }
         fn set_len(&self, len: u64) -> IoFuture<()> { self.inner.set_len(len) }
         fn len(&self) -> IoFuture<u64> { self.inner.len() }
@@ -523,4 +530,33 @@ async fn small_syncs_wait_for_the_running_round_large_ones_do_not() {
         .unwrap();
     drop(running);
     p.close().await.unwrap();
+}
+
+/// A producer id is handed out only from a block whose end is durable: a second caller arriving
+/// while the first one's reservation is still being written waits for it (regression: it took an
+/// id from the unwritten block; after a crash the id went to another producer too, whose
+/// batches were acknowledged as duplicates and never written: simulator seeds 1792, 2328).
+#[tokio::test]
+async fn producer_ids_come_only_from_a_durable_block() {
+    use crate::server::topics::TopicRegistry;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let dir = TempDir::new("producer-ids");
+    let (rt, faults) = faulty_runtime();
+    let registry = std::sync::Arc::new(TopicRegistry::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap());
+    faults.sync_delay_ms.store(400, Ordering::SeqCst);
+    let r = registry.clone();
+    let first = tokio::spawn(async move { r.allocate_producer_id().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = registry.clone();
+    let second = tokio::spawn(async move { r.allocate_producer_id().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!second.is_finished(), "an id was handed out while its block's end was not yet durable");
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    assert_ne!(a, b);
+    faults.sync_delay_ms.store(0, Ordering::SeqCst);
+    drop(registry);
+    let reopened = TopicRegistry::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    let c = reopened.allocate_producer_id().await.unwrap();
+    assert!(c > a.max(b), "id {c} after a restart repeats one of {a}, {b}");
 }

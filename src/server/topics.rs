@@ -369,6 +369,12 @@ impl TopicRegistry {
     /// A producer id never handed out before (InitProducerId). Reserves a new block durably
     /// when the current one is used up.
     pub async fn allocate_producer_id(&self) -> anyhow::Result<i64> {
+        // Ids come from a block whose end is durable in the metadata file, so none is handed
+        // out twice across a crash. The end moves only after the file with the new end is
+        // durable: until then every caller waits here (regression: the end was raised before
+        // the write, and a concurrent caller took an id from the unwritten block; after a
+        // crash the same id went to another producer, whose batches were then acknowledged as
+        // "duplicates" of the first one's and never written: simulator seeds 1792 and 2328).
         {
             let mut ids = self.producer_ids.lock().expect("producer id lock");
             if ids.0 < ids.1 {
@@ -377,21 +383,17 @@ impl TopicRegistry {
             }
         }
         let _admin = self.admin.lock().await;
-        let previous = {
+        let new_end = {
             let mut ids = self.producer_ids.lock().expect("producer id lock");
             if ids.0 < ids.1 {
                 ids.0 += 1;
                 return Ok(ids.0 - 1);
             }
-            let previous = *ids;
-            ids.1 += PRODUCER_ID_BLOCK;
-            previous
+            ids.1 + PRODUCER_ID_BLOCK
         };
-        if let Err(e) = self.persist().await {
-            *self.producer_ids.lock().expect("producer id lock") = previous;
-            return Err(e);
-        }
+        self.persist_with(new_end).await?;
         let mut ids = self.producer_ids.lock().expect("producer id lock");
+        ids.1 = new_end;
         ids.0 += 1;
         Ok(ids.0 - 1)
     }
@@ -402,6 +404,12 @@ impl TopicRegistry {
     }
 
     async fn persist(&self) -> anyhow::Result<()> {
+        let block_end = self.producer_ids.lock().expect("producer id lock").1;
+        self.persist_with(block_end).await
+    }
+
+    /// Write the metadata file with `producer_id_block_end`. Callers hold the admin lock.
+    async fn persist_with(&self, producer_id_block_end: i64) -> anyhow::Result<()> {
         let meta = MetaFile {
             version: META_VERSION,
             cluster_id: *self.cluster_id.as_bytes(),
@@ -415,7 +423,7 @@ impl TopicRegistry {
                     overrides: t.overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 })
                 .collect(),
-            producer_id_block_end: self.producer_ids.lock().expect("producer id lock").1,
+            producer_id_block_end,
         };
         let mut bytes = postcard::to_allocvec(&meta)?;
         let crc = crc32c::crc32c(&bytes);
