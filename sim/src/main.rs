@@ -320,7 +320,7 @@ mod sim {
                 Ok(i32::from(failed > 0))
             }
             "ci" => {
-                let seeds = std::env::var("STRAND_SIM_CI_SEEDS").unwrap_or_else(|_| "0..40".into());
+                let seeds = std::env::var("STRAND_SIM_CI_SEEDS").unwrap_or_else(|_| "0..2000".into());
                 let (_, failed) = sweep(parse_seeds(&seeds)?, false);
                 let regressions = main(vec!["regressions".into()])?;
                 let deterministic = determinism(0..3);
