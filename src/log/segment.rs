@@ -95,12 +95,18 @@ impl Segment {
 
     /// The position to start reading for `offset`: the last index entry at or before it.
     pub fn lookup_position(&self, offset: i64) -> u64 {
+        self.lookup(offset).0
+    }
+
+    /// The last index entry at or before `offset`: (position, base offset of the batch there).
+    pub fn lookup(&self, offset: i64) -> (u64, i64) {
         let relative = offset - self.base_offset;
         let i = self.offset_index.partition_point(|(rel, _)| i64::from(*rel) <= relative);
         if i == 0 {
-            0
+            (0, self.base_offset)
         } else {
-            u64::from(self.offset_index[i - 1].1)
+            let (rel, pos) = self.offset_index[i - 1];
+            (u64::from(pos), self.base_offset + i64::from(rel))
         }
     }
 
