@@ -345,27 +345,12 @@ async fn broker_phase(args: &BenchArgs, rt: &Runtime, broker: &crate::server::Br
     // own (up to two fdatasyncs), so a request's p99 near twice the broker's fsync p99 is the
     // disk's doing, not the broker's.
     println!(
-        "broker fdatasyncs during that phase (group commits of {PARTITIONS} partitions, concurrent): {}   p50 <= {:.2} ms  p99 <= {:.2} ms  p999 <= {:.2} ms  max <= {:.2} ms",
+        "broker fdatasyncs during that phase (group commits of {PARTITIONS} partitions, concurrent): {}   {}",
         syncs.count(),
-        ms(syncs.quantile(0.5)),
-        ms(syncs.quantile(0.99)),
-        ms(syncs.quantile(0.999)),
-        ms(syncs.quantile(1.0))
+        quantiles(&syncs)
     );
-    println!(
-        "broker's own time per produce (request read -> response written) in that phase: p50 <= {:.2} ms  p99 <= {:.2} ms  p999 <= {:.2} ms  max <= {:.2} ms",
-        ms(requests.quantile(0.5)),
-        ms(requests.quantile(0.99)),
-        ms(requests.quantile(0.999)),
-        ms(requests.quantile(1.0))
-    );
-    println!(
-        "broker appends (validation + write into the page cache) during that phase: p50 <= {:.2} ms  p99 <= {:.2} ms  p999 <= {:.2} ms  max <= {:.2} ms",
-        ms(appends.quantile(0.5)),
-        ms(appends.quantile(0.99)),
-        ms(appends.quantile(0.999)),
-        ms(appends.quantile(1.0))
-    );
+    println!("broker's own time per produce (request read -> response written) in that phase: {}", quantiles(&requests));
+    println!("broker appends (validation + write into the page cache) during that phase: {}", quantiles(&appends));
 
     // Consume everything back.
     let mut consumed = (0.0, 0u64);
@@ -423,7 +408,18 @@ async fn broker_phase(args: &BenchArgs, rt: &Runtime, broker: &crate::server::Br
     Ok(RunFigures { produce_ratio, p99_ratio, consume_ratio: consumed.0 / tcp_mib_s })
 }
 
-/// The fdatasync histograms of the benchmark topic's partitions, summed.
+/// "p50 <= .. p99 <= .. p999 <= .. max <= .." of a histogram (bucket upper bounds, in ms).
+fn quantiles(h: &crate::metrics::Snapshot) -> String {
+    format!(
+        "p50 <= {:.2} ms  p99 <= {:.2} ms  p999 <= {:.2} ms  max <= {:.2} ms",
+        ms(h.quantile(0.5)),
+        ms(h.quantile(0.99)),
+        ms(h.quantile(0.999)),
+        ms(h.quantile(1.0))
+    )
+}
+
+/// The fdatasync and append histograms of the benchmark topic's partitions, summed.
 fn broker_syncs(broker: &crate::server::Broker) -> (crate::metrics::Snapshot, crate::metrics::Snapshot) {
     let (mut syncs, mut appends) = (crate::metrics::Snapshot::default(), crate::metrics::Snapshot::default());
     for p in broker.topics.get(TOPIC).map(|t| t.partitions.clone()).unwrap_or_default() {

@@ -254,17 +254,21 @@ impl Partition {
 const ALIGNED_SYNC_BYTES_MAX: u64 = 512 * 1024;
 
 /// The group-commit loop; `close()` ends it.
+/// Take a sync point and the bytes appended since the last one; `None` once the log is closed
+/// or failed.
+async fn take_sync_point(p: &Partition) -> Option<(crate::log::SyncPoint, u64)> {
+    let guard = p.log.lock().await;
+    match guard.as_ref() {
+        Some(log) if log.failure().is_none() => Some((log.sync_point(), p.unsynced_bytes.swap(0, Ordering::SeqCst))),
+        _ => None,
+    }
+}
+
 async fn flush_loop(p: Arc<Partition>) {
     loop {
         // Notify keeps one permit, so an append between two syncs is never missed.
         let wanted = p.flush_wanted.notified();
-        let point = {
-            let guard = p.log.lock().await;
-            match guard.as_ref() {
-                Some(log) if log.failure().is_none() => log.sync_point(),
-                _ => return,
-            }
-        };
+        let Some((point, pending_bytes)) = take_sync_point(&p).await else { return };
         if point.files.is_empty() {
             wanted.await;
             continue;
@@ -278,19 +282,15 @@ async fn flush_loop(p: Arc<Partition>) {
             p.publish(log);
         }
         // A small sync (latency-bound: the journal commit dominates) waits for the round in
-        // progress, if any, so it shares the next journal commit with the other partitions'; a
-        // large one (throughput-bound) goes at once rather than idle behind the slowest. Then a
-        // fresh sync point: what arrived meanwhile rides along.
-        let ticket = if p.unsynced_bytes.load(Ordering::SeqCst) < ALIGNED_SYNC_BYTES_MAX { Some(p.rounds.enter().await) } else { None };
-        let point = {
-            let guard = p.log.lock().await;
-            match guard.as_ref() {
-                Some(log) if log.failure().is_none() => {
-                    p.unsynced_bytes.store(0, Ordering::SeqCst);
-                    log.sync_point()
-                }
-                _ => return,
-            }
+        // progress, if any, so it shares the next journal commit with the other partitions',
+        // and then takes a fresh sync point: what arrived meanwhile rides along. A large one
+        // (throughput-bound) goes at once rather than idle behind the slowest.
+        let (point, ticket) = if pending_bytes < ALIGNED_SYNC_BYTES_MAX {
+            let ticket = p.rounds.enter().await;
+            let Some((fresh, _)) = take_sync_point(&p).await else { return };
+            (fresh, Some(ticket))
+        } else {
+            (point, None)
         };
         if point.files.is_empty() {
             continue;

@@ -22,23 +22,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-#[derive(Default)]
-struct State {
-    /// Flushers inside the running round (0: no round is running).
-    in_flight: usize,
-    /// Rounds ended so far.
-    ended: u64,
-}
-
 pub struct SyncRounds {
-    state: Mutex<State>,
+    /// Flushers inside the running round (0: no round is running).
+    in_flight: Mutex<usize>,
     /// The number of rounds ended, for flushers waiting to start the next one.
     ended_tx: watch::Sender<u64>,
 }
 
 impl Default for SyncRounds {
     fn default() -> Self {
-        SyncRounds { state: Mutex::new(State::default()), ended_tx: watch::channel(0).0 }
+        SyncRounds { in_flight: Mutex::new(0), ended_tx: watch::channel(0).0 }
     }
 }
 
@@ -56,9 +49,9 @@ impl SyncRounds {
         let mut waited = false;
         loop {
             {
-                let mut st = self.state.lock().expect("sync rounds lock");
-                if st.in_flight == 0 || waited {
-                    st.in_flight += 1;
+                let mut in_flight = self.in_flight.lock().expect("sync rounds lock");
+                if *in_flight == 0 || waited {
+                    *in_flight += 1;
                     return RoundTicket { rounds: self.clone() };
                 }
                 // A round is running: wait for an end later than the ones already seen.
@@ -73,14 +66,13 @@ impl SyncRounds {
 
 impl Drop for RoundTicket {
     fn drop(&mut self) {
-        let mut st = self.rounds.state.lock().expect("sync rounds lock");
-        assert!(st.in_flight > 0, "left a sync round nobody was in");
-        st.in_flight -= 1;
-        if st.in_flight == 0 {
-            st.ended += 1;
-            let ended = st.ended;
-            drop(st);
-            self.rounds.ended_tx.send_replace(ended);
+        let mut in_flight = self.rounds.in_flight.lock().expect("sync rounds lock");
+        assert!(*in_flight > 0, "left a sync round nobody was in");
+        *in_flight -= 1;
+        if *in_flight == 0 {
+            // Sent under the lock, so an enter() that saw this round running (and marked the
+            // count seen under the same lock) is woken by this end.
+            self.rounds.ended_tx.send_modify(|ended| *ended += 1);
         }
     }
 }
@@ -102,9 +94,8 @@ mod tests {
         assert!(!a.is_finished() && !b.is_finished(), "newcomers wait while a round runs");
         drop(first);
         let (ta, tb) = (a.await.unwrap(), b.await.unwrap());
-        assert_eq!(rounds.state.lock().unwrap().in_flight, 2, "both waiters are in the next round");
+        assert_eq!(*rounds.in_flight.lock().unwrap(), 2, "both waiters are in the next round");
         drop((ta, tb));
-        let st = rounds.state.lock().unwrap();
-        assert_eq!((st.in_flight, st.ended), (0, 2));
+        assert_eq!((*rounds.in_flight.lock().unwrap(), *rounds.ended_tx.borrow()), (0, 2));
     }
 }
