@@ -514,14 +514,14 @@ async fn small_syncs_wait_for_the_running_round_large_ones_do_not() {
     let rounds = Arc::new(SyncRounds::default());
     let p = Partition::open_in(Runtime::real(), dir.0.clone(), TopicConfig::default(), rounds.clone()).await.unwrap();
     // Another partition's sync is running: hold its place in the round.
-    let running = rounds.enter().await;
+    let running = rounds.enter(None).await;
     let small = p.append(batch(&["small"], 1), Acks::None).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(p.high_watermark() <= small.last_offset, "a small sync started inside a running round");
     drop(running);
     tokio::time::timeout(std::time::Duration::from_secs(10), p.wait_durable(small.last_offset + 1)).await.unwrap().unwrap();
 
-    let running = rounds.enter().await;
+    let running = rounds.enter(None).await;
     let value = "x".repeat(600 * 1024);
     let large = p.append(batch(&[&value], 2), Acks::None).await.unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), p.wait_durable(large.last_offset + 1))

@@ -265,11 +265,15 @@ async fn take_sync_point(p: &Partition) -> Option<(crate::log::SyncPoint, u64)> 
 }
 
 async fn flush_loop(p: Arc<Partition>) {
+    // The sync round this flusher was last in (see `SyncRounds::enter`).
+    let mut last_round = None;
     loop {
         // Notify keeps one permit, so an append between two syncs is never missed.
         let wanted = p.flush_wanted.notified();
         let Some((point, pending_bytes)) = take_sync_point(&p).await else { return };
         if point.files.is_empty() {
+            // Idle: whatever round runs when data comes is not one this flusher just missed.
+            last_round = None;
             wanted.await;
             continue;
         }
@@ -286,10 +290,12 @@ async fn flush_loop(p: Arc<Partition>) {
         // and then takes a fresh sync point: what arrived meanwhile rides along. A large one
         // (throughput-bound) goes at once rather than idle behind the slowest.
         let (point, ticket) = if pending_bytes < ALIGNED_SYNC_BYTES_MAX {
-            let ticket = p.rounds.enter().await;
+            let ticket = p.rounds.enter(last_round).await;
+            last_round = Some(ticket.round());
             let Some((fresh, _)) = take_sync_point(&p).await else { return };
             (fresh, Some(ticket))
         } else {
+            last_round = None;
             (point, None)
         };
         if point.files.is_empty() {
