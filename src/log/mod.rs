@@ -23,6 +23,7 @@ pub mod producers;
 mod segment;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -479,70 +480,27 @@ impl PartitionLog {
     /// exists, as KIP-74), never past `upto` (exclusive). Every batch returned passes its CRC:
     /// corruption on disk is an error, never served.
     pub async fn read(&self, offset: i64, max_bytes: usize, upto: i64) -> Result<ReadInfo> {
+        self.read_plan(offset, max_bytes, upto)?.read().await
+    }
+
+    /// What `read` needs from the log, to run the disk reads after the caller lets go of the
+    /// log (see `ReadPlan`).
+    pub fn read_plan(&self, offset: i64, max_bytes: usize, upto: i64) -> Result<ReadPlan> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
             return Err(Error::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
         }
-        let mut out = BytesMut::new();
-        let mut first_batch_offset = None;
         let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
-        'segments: for seg in &self.segments[first..] {
-            if seg.base_offset >= upto {
-                break;
-            }
-            let (mut pos, mut expected) = if seg.base_offset <= offset { seg.lookup(offset) } else { (0, seg.base_offset) };
-            while pos < seg.size_bytes {
-                let budget = if out.is_empty() { max_bytes.max(1) } else { max_bytes.saturating_sub(out.len()) };
-                if budget == 0 {
-                    break 'segments;
-                }
-                let mut want = (seg.size_bytes - pos).min((budget + READ_SLACK_BYTES) as u64) as usize;
-                if crate::buggify!() {
-                    want = want.min(100); // a short read window: exercises the one-batch path
-                }
-                let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
-                let (mut batches, _) = split_batches(&buf).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
-                if batches.is_empty() {
-                    // One batch larger than the window: read it whole.
-                    if buf.len() < batch::LOG_OVERHEAD_BYTES {
-                        return Err(self.corrupt(seg, pos, "short read inside the segment".into()));
-                    }
-                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as usize;
-                    buf = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
-                    batches = split_batches(&buf).map_err(|e| self.corrupt(seg, pos, e.to_string()))?.0;
-                    if batches.is_empty() {
-                        return Err(self.corrupt(seg, pos, "batch extends past the segment end".into()));
-                    }
-                }
-                for b in &batches {
-                    let size = b.size_bytes();
-                    // The base offset is outside the CRC: check it against the index and the
-                    // batch before, so a bit flipped there (a bad read) is never served as
-                    // other offsets (regression: simulator seed 15861 served a batch as 600..603
-                    // that is stored as 604..607).
-                    if b.base_offset() != expected {
-                        return Err(self.corrupt(seg, pos, format!("batch base offset {} where {expected} was expected", b.base_offset())));
-                    }
-                    expected = b.next_offset();
-                    if b.next_offset() <= offset {
-                        pos += size as u64;
-                        continue;
-                    }
-                    if b.next_offset() > upto || (!out.is_empty() && out.len() + size > max_bytes) {
-                        break 'segments;
-                    }
-                    b.validate(pos as usize).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
-                    first_batch_offset.get_or_insert(b.base_offset());
-                    out.extend_from_slice(b.bytes());
-                    pos += size as u64;
-                }
-            }
-        }
-        Ok(ReadInfo { records: out.freeze(), first_batch_offset })
-    }
-
-    fn corrupt(&self, seg: &Segment, pos: u64, detail: String) -> Error {
-        Error::Corrupt { path: seg.file.path().to_path_buf(), detail: format!("at position {pos}: {detail}") }
+        let segments = self.segments[first..]
+            .iter()
+            .take_while(|seg| seg.base_offset < upto)
+            .map(|seg| PlannedSegment {
+                file: seg.file.clone(),
+                size_bytes: seg.size_bytes,
+                start: if seg.base_offset <= offset { seg.lookup(offset) } else { (0, seg.base_offset) },
+            })
+            .collect();
+        Ok(ReadPlan { offset, max_bytes, upto, segments })
     }
 
     /// The first batch (in offset order) whose max timestamp >= `timestamp_ms`: its base
@@ -558,12 +516,12 @@ impl PartitionLog {
             while pos < seg.size_bytes {
                 let want = (seg.size_bytes - pos).min(READ_SLACK_BYTES as u64 * 4) as usize;
                 let buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
-                let (batches, covered) = split_batches(&buf).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
+                let (batches, covered) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
                 if batches.is_empty() {
-                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf.get(8..12).ok_or_else(|| self.corrupt(seg, pos, "short read".into()))?.try_into().expect("4 bytes")) as usize;
+                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf.get(8..12).ok_or_else(|| corrupt(seg.file.as_ref(), pos, "short read".into()))?.try_into().expect("4 bytes")) as usize;
                     let whole = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
-                    let (one, _) = split_batches(&whole).map_err(|e| self.corrupt(seg, pos, e.to_string()))?;
-                    let b = one.first().ok_or_else(|| self.corrupt(seg, pos, "batch extends past the segment end".into()))?;
+                    let (one, _) = split_batches(&whole).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
+                    let b = one.first().ok_or_else(|| corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()))?;
                     if b.max_timestamp() >= timestamp_ms && b.next_offset() > self.log_start_offset {
                         return Ok(Some((b.base_offset().max(self.log_start_offset), b.max_timestamp())));
                     }
@@ -717,3 +675,87 @@ fn truncate_point(valid_bytes: u64) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// A read planned under the partition's lock and run without it, so appends, syncs and other
+/// reads of the partition go on while this one waits for the disk. It covers the segments as
+/// they were when planned: appends only add bytes past each planned `size_bytes`, and nothing
+/// rewrites bytes below it. Retention may remove a planned segment meanwhile; its open handle
+/// still reads on a real disk (the simulated one fails the read, which `Partition::read`
+/// answers as the out-of-range offset the fetch then asks for, as Kafka does).
+pub struct ReadPlan {
+    offset: i64,
+    max_bytes: usize,
+    upto: i64,
+    segments: Vec<PlannedSegment>,
+}
+
+struct PlannedSegment {
+    file: Arc<dyn DiskFile>,
+    /// Bytes of whole batches in the segment when planned.
+    size_bytes: u64,
+    /// Where to start reading and the base offset the batch there must have.
+    start: (u64, i64),
+}
+
+/// A read found something other than whole, valid batches at `pos` of `file`.
+fn corrupt(file: &dyn DiskFile, pos: u64, detail: String) -> Error {
+    Error::Corrupt { path: file.path().to_path_buf(), detail: format!("at position {pos}: {detail}") }
+}
+
+impl ReadPlan {
+    pub async fn read(self) -> Result<ReadInfo> {
+        let (offset, max_bytes, upto) = (self.offset, self.max_bytes, self.upto);
+        let mut out = BytesMut::new();
+        let mut first_batch_offset = None;
+                'segments: for seg in &self.segments {
+            let (mut pos, mut expected) = seg.start;
+            while pos < seg.size_bytes {
+                let budget = if out.is_empty() { max_bytes.max(1) } else { max_bytes.saturating_sub(out.len()) };
+                if budget == 0 {
+                    break 'segments;
+                }
+                let mut want = (seg.size_bytes - pos).min((budget + READ_SLACK_BYTES) as u64) as usize;
+                if crate::buggify!() {
+                    want = want.min(100); // a short read window: exercises the one-batch path
+                }
+                let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
+                let (mut batches, _) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
+                if batches.is_empty() {
+                    // One batch larger than the window: read it whole.
+                    if buf.len() < batch::LOG_OVERHEAD_BYTES {
+                        return Err(corrupt(seg.file.as_ref(), pos, "short read inside the segment".into()));
+                    }
+                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as usize;
+                    buf = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
+                    batches = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?.0;
+                    if batches.is_empty() {
+                        return Err(corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()));
+                    }
+                }
+                for b in &batches {
+                    let size = b.size_bytes();
+                    // The base offset is outside the CRC: check it against the index and the
+                    // batch before, so a bit flipped there (a bad read) is never served as
+                    // other offsets (regression: simulator seed 15861 served a batch as 600..603
+                    // that is stored as 604..607).
+                    if b.base_offset() != expected {
+                        return Err(corrupt(seg.file.as_ref(), pos, format!("batch base offset {} where {expected} was expected", b.base_offset())));
+                    }
+                    expected = b.next_offset();
+                    if b.next_offset() <= offset {
+                        pos += size as u64;
+                        continue;
+                    }
+                    if b.next_offset() > upto || (!out.is_empty() && out.len() + size > max_bytes) {
+                        break 'segments;
+                    }
+                    b.validate(pos as usize).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
+                    first_batch_offset.get_or_insert(b.base_offset());
+                    out.extend_from_slice(b.bytes());
+                    pos += size as u64;
+                }
+            }
+        }
+        Ok(ReadInfo { records: out.freeze(), first_batch_offset })
+    }
+}

@@ -338,6 +338,8 @@ mod faulty {
         pub eio_on_sync: AtomicBool,
         /// Every sync first sleeps this long (ms).
         pub sync_delay_ms: std::sync::atomic::AtomicU64,
+        /// Every read first sleeps this long (ms).
+        pub read_delay_ms: std::sync::atomic::AtomicU64,
     }
 
     pub struct FaultyDisk {
@@ -366,7 +368,14 @@ mod faulty {
     }
 
     impl DiskFile for FaultyFile {
-        fn read_at(&self, pos: u64, len: usize) -> IoFuture<Bytes> { self.inner.read_at(pos, len) }
+        fn read_at(&self, pos: u64, len: usize) -> IoFuture<Bytes> {
+            let delay = self.faults.read_delay_ms.load(Ordering::SeqCst);
+            let read = self.inner.read_at(pos, len);
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                read.await
+            })
+        }
         fn write_at(&self, pos: u64, data: Bytes) -> IoFuture<()> {
             if self.faults.enospc.load(Ordering::SeqCst) {
                 // Part of the data lands, then the disk is full.
@@ -584,4 +593,36 @@ async fn a_flipped_base_offset_is_never_served() {
         let r = log.read(from, 1 << 20, log.durable_offset()).await;
         assert!(matches!(r, Err(Error::Corrupt { .. })), "read from {from} served a batch with a flipped base offset: {r:?}");
     }
+}
+
+/// A read waiting for the disk does not hold up appends and syncs of the same partition (it
+/// used to hold the partition's log for the whole read: a consumer catching up from disk
+/// stalled the producers).
+#[tokio::test]
+async fn appends_and_syncs_go_on_while_a_read_waits_for_the_disk() {
+    use crate::partition::{Acks, Partition};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let dir = TempDir::new("read-unlocked");
+    let (rt, faults) = faulty_runtime();
+    let p = Partition::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    let first = p.append(batch(&["first"], 1), Acks::Durable).await.unwrap();
+    faults.read_delay_ms.store(2_000, Ordering::SeqCst);
+    let reader = {
+        let p = p.clone();
+        tokio::spawn(async move { p.read(0, 1 << 20).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = tokio::time::timeout(Duration::from_millis(1_000), p.append(batch(&["second"], 2), Acks::Durable))
+        .await
+        .expect("an append (and its sync) waited for a read")
+        .unwrap();
+    assert!(!reader.is_finished(), "the read is still waiting for the disk");
+    assert_eq!(p.high_watermark(), second.last_offset + 1);
+    let read = reader.await.unwrap().unwrap();
+    assert_eq!(read.first_batch_offset, Some(first.base_offset));
+    let (batches, _) = crate::protocol::batch::split_batches(&read.records).unwrap();
+    assert_eq!(batches.len(), 1, "the read covers the log as it was when it started");
+    faults.read_delay_ms.store(0, Ordering::SeqCst);
+    p.close().await.unwrap();
 }

@@ -144,10 +144,27 @@ impl Partition {
     }
 
     /// Read committed data (below the high watermark).
+    /// Read from `offset` (see `PartitionLog::read`). The log is locked only to plan the read:
+    /// a consumer catching up from disk does not hold up this partition's appends and syncs.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo> {
-        let guard = self.log.lock().await;
-        let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
-        log.read(offset, max_bytes, self.high_watermark()).await
+        let plan = {
+            let guard = self.log.lock().await;
+            let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
+            log.read_plan(offset, max_bytes, self.high_watermark())?
+        };
+        match plan.read().await {
+            Ok(read) => Ok(read),
+            Err(e) => {
+                // Retention may have removed a segment the read was planned over (a read then
+                // fails only on the simulated disk, whose handles die with their names): once
+                // whoever holds the log is done, an offset below the new start is out of range.
+                drop(self.log.lock().await);
+                if offset < self.log_start_offset() {
+                    return Err(Error::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset(), log_end_offset: self.log_end_offset() });
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn high_watermark(&self) -> i64 {
