@@ -491,15 +491,21 @@ impl PartitionLog {
             return Err(Error::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
         }
         let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
-        let segments = self.segments[first..]
-            .iter()
-            .take_while(|seg| seg.base_offset < upto)
-            .map(|seg| PlannedSegment {
+        // The segment holding `offset`, then as many after it as can fill `max_bytes`.
+        let (mut segments, mut after_first) = (Vec::new(), 0u64);
+        for seg in &self.segments[first..] {
+            if seg.base_offset >= upto || (!segments.is_empty() && after_first >= max_bytes as u64) {
+                break;
+            }
+            if !segments.is_empty() {
+                after_first += seg.size_bytes;
+            }
+            segments.push(PlannedSegment {
                 file: seg.file.clone(),
                 size_bytes: seg.size_bytes,
                 start: if seg.base_offset <= offset { seg.lookup(offset) } else { (0, seg.base_offset) },
-            })
-            .collect();
+            });
+        }
         Ok(ReadPlan { offset, max_bytes, upto, segments })
     }
 
