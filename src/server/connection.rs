@@ -178,3 +178,6 @@ fn encode_response(api_key: ApiKey, api_version: i16, correlation_id: i32, respo
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
 }
+
+#[cfg(test)]
+mod fuzz;
