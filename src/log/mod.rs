@@ -518,28 +518,35 @@ impl PartitionLog {
             if seg.max_timestamp < timestamp_ms || seg.next_offset <= self.log_start_offset {
                 continue;
             }
-            let mut pos = seg.lookup_time_position(timestamp_ms);
+            // As in `read`: every batch scanned must pass its CRC (the max timestamp is inside
+            // it) and have the base offset that follows the one before (it is outside it), so
+            // a bad read fails the lookup instead of answering another offset.
+            let (mut pos, mut expected) = seg.lookup_time_position(timestamp_ms);
             while pos < seg.size_bytes {
                 let want = (seg.size_bytes - pos).min(READ_SLACK_BYTES as u64 * 4) as usize;
-                let buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
-                let (batches, covered) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
+                let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
+                let (mut batches, _) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
                 if batches.is_empty() {
-                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf.get(8..12).ok_or_else(|| corrupt(seg.file.as_ref(), pos, "short read".into()))?.try_into().expect("4 bytes")) as usize;
-                    let whole = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
-                    let (one, _) = split_batches(&whole).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
-                    let b = one.first().ok_or_else(|| corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()))?;
-                    if b.max_timestamp() >= timestamp_ms && b.next_offset() > self.log_start_offset {
-                        return Ok(Some((b.base_offset().max(self.log_start_offset), b.max_timestamp())));
+                    // One batch larger than the window: read it whole.
+                    let len = buf.get(8..12).ok_or_else(|| corrupt(seg.file.as_ref(), pos, "short read".into()))?;
+                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+                    buf = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
+                    batches = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?.0;
+                    if batches.is_empty() {
+                        return Err(corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()));
                     }
-                    pos += b.size_bytes() as u64;
-                    continue;
                 }
                 for b in &batches {
+                    if b.base_offset() != expected {
+                        return Err(corrupt(seg.file.as_ref(), pos, format!("batch base offset {} where {expected} was expected", b.base_offset())));
+                    }
+                    b.validate(pos as usize).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
                     if b.max_timestamp() >= timestamp_ms && b.next_offset() > self.log_start_offset {
                         return Ok(Some((b.base_offset().max(self.log_start_offset), b.max_timestamp())));
                     }
+                    expected = b.next_offset();
+                    pos += b.size_bytes() as u64;
                 }
-                pos += covered as u64;
             }
         }
         Ok(None)

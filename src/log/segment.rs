@@ -93,11 +93,6 @@ impl Segment {
         }
     }
 
-    /// The position to start reading for `offset`: the last index entry at or before it.
-    pub fn lookup_position(&self, offset: i64) -> u64 {
-        self.lookup(offset).0
-    }
-
     /// The last index entry at or before `offset`: (position, base offset of the batch there).
     pub fn lookup(&self, offset: i64) -> (u64, i64) {
         let relative = offset - self.base_offset;
@@ -110,14 +105,15 @@ impl Segment {
         }
     }
 
-    /// The position to start scanning for the first batch with max_timestamp >= `ts`.
-    pub fn lookup_time_position(&self, ts: i64) -> u64 {
+    /// Where to start scanning for the first batch with max_timestamp >= `ts`: (position, base
+    /// offset of the batch there), as `lookup`.
+    pub fn lookup_time_position(&self, ts: i64) -> (u64, i64) {
         // Entries with timestamp < ts cover offsets that cannot match; start after the last one.
         let i = self.time_index.partition_point(|(t, _)| *t < ts);
         if i == 0 {
-            return 0;
+            return (0, self.base_offset);
         }
-        self.lookup_position(self.time_index[i - 1].1 + 1)
+        self.lookup(self.time_index[i - 1].1 + 1)
     }
 
     pub fn offset_index_bytes(&self) -> Bytes {

@@ -595,6 +595,38 @@ async fn a_flipped_base_offset_is_never_served() {
     }
 }
 
+/// A lookup by timestamp checks what it scans as reads do: a flipped base offset (outside the
+/// CRC) or a flipped timestamp (inside it) fails the lookup instead of answering another offset.
+#[tokio::test]
+async fn a_timestamp_lookup_never_answers_from_a_corrupt_batch() {
+    let dir = TempDir::new("flipped-timestamp-lookup");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    log.append(batch(&["a", "b", "c", "d"], 1_000), 5).await.unwrap();
+    log.append(batch(&["e", "f", "g", "h"], 2_000), 5).await.unwrap();
+    sync_all(&mut log).await;
+    assert_eq!(log.offset_for_timestamp(1_500).await.unwrap(), Some((4, 2_000)));
+    let path = dir.0.join("00000000000000000000.log");
+    let clean = std::fs::read(&path).unwrap();
+    let half = clean.len() / 2; // both batches are the same size
+    // The second batch's base offset, lowest byte: 4 -> 0.
+    let mut flipped = clean.clone();
+    assert_eq!(flipped[half + 7], 4);
+    flipped[half + 7] ^= 4;
+    std::fs::write(&path, &flipped).unwrap();
+    let r = log.offset_for_timestamp(1_500).await;
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "a flipped base offset was answered: {r:?}");
+    // The first batch's max timestamp (bytes 35..43 of a batch), a high bit: 1000 -> far later,
+    // which would make the first batch the answer for 1500.
+    let mut flipped = clean.clone();
+    flipped[40] ^= 0x10;
+    std::fs::write(&path, &flipped).unwrap();
+    let r = log.offset_for_timestamp(1_500).await;
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "a flipped max timestamp was answered: {r:?}");
+    std::fs::write(&path, &clean).unwrap();
+    assert_eq!(log.offset_for_timestamp(1_500).await.unwrap(), Some((4, 2_000)));
+}
+
 /// A read waiting for the disk does not hold up appends and syncs of the same partition (it
 /// used to hold the partition's log for the whole read: a consumer catching up from disk
 /// stalled the producers).
