@@ -14,6 +14,10 @@ pub struct History {
     pub observed: Vec<(i64, String)>,
     /// High watermarks in the order one consumer observed them.
     pub high_watermarks: Vec<i64>,
+    /// Batches consumers observed: base offset -> (next offset, max record timestamp).
+    pub batches: BTreeMap<i64, (i64, i64)>,
+    /// ListOffsets by timestamp answers: (timestamp asked, offset answered, timestamp answered).
+    pub timestamp_lookups: Vec<(i64, i64, i64)>,
     /// The whole partition read after the run, in offset order.
     pub final_log: Vec<(i64, String)>,
     /// Producers that did not finish their work.
@@ -111,6 +115,34 @@ pub fn high_watermark_monotonic(h: &History) -> Vec<String> {
         .take(1)
         .map(|w| format!("high watermark went back from {} to {}", w[0], w[1]))
         .collect()
+}
+
+/// ListOffsets by timestamp T answers the first batch, in offset order, whose max timestamp is
+/// at least T (strand answers batches; it never decompresses one to find the record): so the
+/// offset answered starts a batch, that batch's max timestamp is the one answered and >= T,
+/// and no batch before it reaches T. Checked against the batches consumers observed, for
+/// answers below the end of what they observed. (The log start never moves in the simulator.)
+pub fn timestamp_lookups_answer_batch_starts(h: &History) -> Vec<String> {
+    let known_end = h.batches.values().map(|(next, _)| *next).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for &(t, offset, ts) in &h.timestamp_lookups {
+        if offset < 0 || offset >= known_end {
+            continue;
+        }
+        match h.batches.get(&offset) {
+            None => out.push(format!("ListOffsets(timestamp {t}) answered offset {offset}, which starts no batch consumers saw")),
+            Some(&(_, max_ts)) if max_ts < t || max_ts != ts => {
+                out.push(format!("ListOffsets(timestamp {t}) answered offset {offset} with timestamp {ts}; that batch's max timestamp is {max_ts}"))
+            }
+            Some(_) => {
+                if let Some((base, (_, max_ts))) = h.batches.range(..offset).find(|(_, (_, m))| *m >= t) {
+                    out.push(format!("ListOffsets(timestamp {t}) answered offset {offset}, but the batch at {base} comes first with max timestamp {max_ts}"));
+                }
+            }
+        }
+    }
+    out.truncate(3);
+    out
 }
 
 /// A topic whose deletion was acknowledged never comes back (e.g. after a crash).
@@ -225,6 +257,7 @@ pub fn all(h: &History) -> Vec<(&'static str, Vec<String>)> {
         ("offsets-dense", offsets_dense(h)),
         ("no-phantom-records", no_phantom_records(h)),
         ("high-watermark-monotonic", high_watermark_monotonic(h)),
+        ("timestamp-lookups-answer-batch-starts", timestamp_lookups_answer_batch_starts(h)),
         ("deleted-topics-stay-deleted", deleted_topics_stay_deleted(h)),
         ("liveness", liveness(h)),
         ("idempotent-exactly-once", idempotent_exactly_once(h)),

@@ -333,7 +333,11 @@ async fn create_topic(c: &mut Client, name: &str, partitions: i32) -> bool {
 
 /// Read the partition from `from`, returning records, the high watermark, and whether the read
 /// reached it.
-async fn fetch_from(client: &mut Client, from: i64) -> anyhow::Result<(Vec<(i64, String)>, i64)> {
+/// What one fetch returned: (offset, value) of the records from `from` on, the batches they
+/// came in (base offset, next offset, max record timestamp) and the high watermark.
+type Fetched = (Vec<(i64, String)>, Vec<(i64, i64, i64)>, i64);
+
+async fn fetch_from(client: &mut Client, from: i64) -> anyhow::Result<Fetched> {
     let request = FetchRequest::default()
         .with_replica_id((-1).into())
         .with_max_wait_ms(200)
@@ -350,9 +354,13 @@ async fn fetch_from(client: &mut Client, from: i64) -> anyhow::Result<(Vec<(i64,
     if p.error_code != 0 {
         anyhow::bail!("fetch error {}", p.error_code);
     }
-    let mut out = Vec::new();
+    let (mut out, mut batches) = (Vec::new(), Vec::new());
     if let Some(mut records) = p.records.clone() {
         for set in RecordBatchDecoder::decode_all(&mut records)? {
+            if let (Some(first), Some(last)) = (set.records.first(), set.records.last()) {
+                let max_ts = set.records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
+                batches.push((first.offset, last.offset + 1, max_ts));
+            }
             for r in set.records {
                 if r.offset >= from {
                     out.push((r.offset, String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()));
@@ -360,12 +368,28 @@ async fn fetch_from(client: &mut Client, from: i64) -> anyhow::Result<(Vec<(i64,
             }
         }
     }
-    Ok((out, p.high_watermark))
+    Ok((out, batches, p.high_watermark))
+}
+
+/// ListOffsets by `timestamp` on the workload's partition: Some((offset, timestamp)) when
+/// answered without an error.
+async fn lookup_timestamp(client: &mut Client, timestamp: i64) -> anyhow::Result<Option<(i64, i64)>> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    let request = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp)])]);
+    let response = tokio::time::timeout(Duration::from_secs(10), client.send_at(&request, 4))
+        .await
+        .map_err(|_| anyhow::anyhow!("list offsets timed out"))??;
+    let p = response.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| anyhow::anyhow!("empty ListOffsets response"))?;
+    Ok((p.error_code == 0).then_some((p.offset, p.timestamp)))
 }
 
 async fn consumer(rec: Shared, stop: Arc<std::sync::atomic::AtomicBool>) {
     let mut client: Option<Client> = None;
     let mut next = 0i64;
+    let mut fetches = 0u64;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         if client.is_none() {
             client = connect().await;
@@ -374,10 +398,37 @@ async fn consumer(rec: Shared, stop: Arc<std::sync::atomic::AtomicBool>) {
                 continue;
             }
         }
+        fetches += 1;
+        if fetches % 4 == 0 {
+            // Now and then look an offset up by timestamp: 0 (the first batch) or the max
+            // timestamp of a batch seen, minus 0 or 1 ms.
+            let timestamp = {
+                let r = rec.lock().expect("recorder lock");
+                let seen: Vec<i64> = r.history.batches.values().map(|(_, ts)| *ts).collect();
+                let mut rng = madsim::rand::thread_rng();
+                match seen.len() {
+                    0 => 0,
+                    n if rng.gen_bool(0.8) => seen[rng.gen_range(0..n)] - rng.gen_range(0..=1),
+                    _ => 0,
+                }
+            };
+            match lookup_timestamp(client.as_mut().expect("connected"), timestamp).await {
+                Ok(Some((offset, ts))) => rec.lock().expect("recorder lock").history.timestamp_lookups.push((timestamp, offset, ts)),
+                Ok(None) => {}
+                Err(_) => {
+                    client = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
         match fetch_from(client.as_mut().expect("connected"), next).await {
-            Ok((records, high_watermark)) => {
+            Ok((records, batches, high_watermark)) => {
                 let mut r = rec.lock().expect("recorder lock");
                 r.history.high_watermarks.push(high_watermark);
+                for (base, end, max_ts) in batches {
+                    r.history.batches.insert(base, (end, max_ts));
+                }
                 for (o, v) in records {
                     next = o + 1;
                     r.history.observed.push((o, v));
@@ -671,8 +722,13 @@ pub async fn run(opts: Options, rec: Shared) {
                 let Some(c) = client.as_mut() else { continue };
                 let from = log.last().map(|(o, _): &(i64, String)| o + 1).unwrap_or(0);
                 match fetch_from(c, from).await {
-                    Ok((records, high_watermark)) => {
-                        rec2.lock().expect("recorder lock").history.high_watermarks.push(high_watermark);
+                    Ok((records, batches, high_watermark)) => {
+                        let mut r = rec2.lock().expect("recorder lock");
+                        r.history.high_watermarks.push(high_watermark);
+                        for (base, end, max_ts) in batches {
+                            r.history.batches.insert(base, (end, max_ts));
+                        }
+                        drop(r);
                         log.extend(records);
                         if log.last().map(|(o, _)| o + 1).unwrap_or(0) >= high_watermark {
                             return Ok(log);
