@@ -716,14 +716,17 @@ fn corrupt(file: &dyn DiskFile, pos: u64, detail: String) -> Error {
 }
 
 impl ReadPlan {
+    /// The batches are served as slices of the buffers read (one per read window, so usually
+    /// one in all), not copied again: a fetch's records go from the read to the response as is.
     pub async fn read(self) -> Result<ReadInfo> {
         let (offset, max_bytes, upto) = (self.offset, self.max_bytes, self.upto);
-        let mut out = BytesMut::new();
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut served = 0usize;
         let mut first_batch_offset = None;
-                'segments: for seg in &self.segments {
+        'segments: for seg in &self.segments {
             let (mut pos, mut expected) = seg.start;
             while pos < seg.size_bytes {
-                let budget = if out.is_empty() { max_bytes.max(1) } else { max_bytes.saturating_sub(out.len()) };
+                let budget = if served == 0 { max_bytes.max(1) } else { max_bytes.saturating_sub(served) };
                 if budget == 0 {
                     break 'segments;
                 }
@@ -745,6 +748,8 @@ impl ReadPlan {
                         return Err(corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()));
                     }
                 }
+                // Batches in `buf` from `at`; those served are `buf[from..at]`.
+                let (mut at, mut from, mut done) = (0usize, None, false);
                 for b in &batches {
                     let size = b.size_bytes();
                     // The base offset is outside the CRC: check it against the index and the
@@ -757,18 +762,38 @@ impl ReadPlan {
                     expected = b.next_offset();
                     if b.next_offset() <= offset {
                         pos += size as u64;
+                        at += size;
                         continue;
                     }
-                    if b.next_offset() > upto || (!out.is_empty() && out.len() + size > max_bytes) {
-                        break 'segments;
+                    if b.next_offset() > upto || (served > 0 && served + size > max_bytes) {
+                        done = true;
+                        break;
                     }
                     b.validate(pos as usize).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
                     first_batch_offset.get_or_insert(b.base_offset());
-                    out.extend_from_slice(b.bytes());
+                    from.get_or_insert(at);
+                    served += size;
                     pos += size as u64;
+                    at += size;
+                }
+                if let Some(from) = from {
+                    parts.push(buf.slice(from..at));
+                }
+                if done {
+                    break 'segments;
                 }
             }
         }
-        Ok(ReadInfo { records: out.freeze(), first_batch_offset })
+        let records = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.pop().expect("one part"),
+            _ => {
+                let mut out = BytesMut::with_capacity(served);
+                parts.iter().for_each(|p| out.extend_from_slice(p));
+                out.freeze()
+            }
+        };
+        debug_assert_eq!(records.len(), served);
+        Ok(ReadInfo { records, first_batch_offset })
     }
 }
