@@ -514,42 +514,19 @@ impl PartitionLog {
     /// the first *record*; finding it would mean decompressing the batch, which strand never
     /// does, so a consumer may see a few earlier records of that batch.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
-        for seg in &self.segments {
-            if seg.max_timestamp < timestamp_ms || seg.next_offset <= self.log_start_offset {
-                continue;
-            }
-            // As in `read`: every batch scanned must pass its CRC (the max timestamp is inside
-            // it) and have the base offset that follows the one before (it is outside it), so
-            // a bad read fails the lookup instead of answering another offset.
-            let (mut pos, mut expected) = seg.lookup_time_position(timestamp_ms);
-            while pos < seg.size_bytes {
-                let want = (seg.size_bytes - pos).min(READ_SLACK_BYTES as u64 * 4) as usize;
-                let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
-                let (mut batches, _) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
-                if batches.is_empty() {
-                    // One batch larger than the window: read it whole.
-                    let len = buf.get(8..12).ok_or_else(|| corrupt(seg.file.as_ref(), pos, "short read".into()))?;
-                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-                    buf = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
-                    batches = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?.0;
-                    if batches.is_empty() {
-                        return Err(corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()));
-                    }
-                }
-                for b in &batches {
-                    if b.base_offset() != expected {
-                        return Err(corrupt(seg.file.as_ref(), pos, format!("batch base offset {} where {expected} was expected", b.base_offset())));
-                    }
-                    b.validate(pos as usize).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
-                    if b.max_timestamp() >= timestamp_ms && b.next_offset() > self.log_start_offset {
-                        return Ok(Some((b.base_offset().max(self.log_start_offset), b.max_timestamp())));
-                    }
-                    expected = b.next_offset();
-                    pos += b.size_bytes() as u64;
-                }
-            }
-        }
-        Ok(None)
+        self.timestamp_plan(timestamp_ms).find().await
+    }
+
+    /// What `offset_for_timestamp` needs from the log, to read the disk after the caller lets go
+    /// of the log (as `read_plan`): the segments that may hold the answer, in offset order.
+    pub fn timestamp_plan(&self, timestamp_ms: i64) -> TimestampPlan {
+        let segments = self
+            .segments
+            .iter()
+            .filter(|seg| seg.max_timestamp >= timestamp_ms && seg.next_offset > self.log_start_offset)
+            .map(|seg| PlannedSegment { file: seg.file.clone(), size_bytes: seg.size_bytes, start: seg.lookup_time_position(timestamp_ms) })
+            .collect();
+        TimestampPlan { timestamp_ms, log_start_offset: self.log_start_offset, segments }
     }
 
     /// The (max timestamp, offset) of the batch with the largest timestamp, if any.
@@ -795,5 +772,52 @@ impl ReadPlan {
         };
         debug_assert_eq!(records.len(), served);
         Ok(ReadInfo { records, first_batch_offset })
+    }
+}
+
+/// A lookup by timestamp planned under the partition's lock and run without it (see
+/// `ReadPlan`).
+pub struct TimestampPlan {
+    timestamp_ms: i64,
+    log_start_offset: i64,
+    segments: Vec<PlannedSegment>,
+}
+
+impl TimestampPlan {
+    pub async fn find(self) -> Result<Option<(i64, i64)>> {
+        let (timestamp_ms, log_start_offset) = (self.timestamp_ms, self.log_start_offset);
+        for seg in &self.segments {
+            // As in `read`: every batch scanned must pass its CRC (the max timestamp is inside
+            // it) and have the base offset that follows the one before (it is outside it), so
+            // a bad read fails the lookup instead of answering another offset.
+            let (mut pos, mut expected) = seg.start;
+            while pos < seg.size_bytes {
+                let want = (seg.size_bytes - pos).min(READ_SLACK_BYTES as u64 * 4) as usize;
+                let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
+                let (mut batches, _) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
+                if batches.is_empty() {
+                    // One batch larger than the window: read it whole.
+                    let len = buf.get(8..12).ok_or_else(|| corrupt(seg.file.as_ref(), pos, "short read".into()))?;
+                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+                    buf = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
+                    batches = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?.0;
+                    if batches.is_empty() {
+                        return Err(corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()));
+                    }
+                }
+                for b in &batches {
+                    if b.base_offset() != expected {
+                        return Err(corrupt(seg.file.as_ref(), pos, format!("batch base offset {} where {expected} was expected", b.base_offset())));
+                    }
+                    b.validate(pos as usize).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
+                    if b.max_timestamp() >= timestamp_ms && b.next_offset() > log_start_offset {
+                        return Ok(Some((b.base_offset().max(log_start_offset), b.max_timestamp())));
+                    }
+                    expected = b.next_offset();
+                    pos += b.size_bytes() as u64;
+                }
+            }
+        }
+        Ok(None)
     }
 }

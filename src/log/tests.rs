@@ -627,9 +627,9 @@ async fn a_timestamp_lookup_never_answers_from_a_corrupt_batch() {
     assert_eq!(log.offset_for_timestamp(1_500).await.unwrap(), Some((4, 2_000)));
 }
 
-/// A read waiting for the disk does not hold up appends and syncs of the same partition (it
-/// used to hold the partition's log for the whole read: a consumer catching up from disk
-/// stalled the producers).
+/// A read (or a lookup by timestamp) waiting for the disk does not hold up appends and syncs
+/// of the same partition (it used to hold the partition's log for the whole read: a consumer
+/// catching up from disk stalled the producers).
 #[tokio::test]
 async fn appends_and_syncs_go_on_while_a_read_waits_for_the_disk() {
     use crate::partition::{Acks, Partition};
@@ -653,6 +653,17 @@ async fn appends_and_syncs_go_on_while_a_read_waits_for_the_disk() {
     assert_eq!(p.high_watermark(), second.last_offset + 1);
     let read = reader.await.unwrap().unwrap();
     assert_eq!(read.first_batch_offset, Some(first.base_offset));
+    // A lookup by timestamp reads without holding the log either.
+    let lookup = {
+        let p = p.clone();
+        tokio::spawn(async move { p.offset_for_timestamp(0).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_millis(1_000), p.append(batch(&["third"], 3), Acks::Durable))
+        .await
+        .expect("an append (and its sync) waited for a lookup by timestamp")
+        .unwrap();
+    assert_eq!(lookup.await.unwrap().unwrap(), Some((first.base_offset, 1)));
     let (batches, _) = crate::protocol::batch::split_batches(&read.records).unwrap();
     assert_eq!(batches.len(), 1, "the read covers the log as it was when it started");
     faults.read_delay_ms.store(0, Ordering::SeqCst);

@@ -184,10 +184,15 @@ impl Partition {
         self.high_watermark.subscribe()
     }
 
+    /// The lookup by timestamp of `PartitionLog::offset_for_timestamp`, reading the disk without
+    /// holding the log (as `read`).
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
-        let guard = self.log.lock().await;
-        let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
-        log.offset_for_timestamp(timestamp_ms).await
+        let plan = {
+            let guard = self.log.lock().await;
+            let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
+            log.timestamp_plan(timestamp_ms)
+        };
+        plan.find().await
     }
 
     pub async fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
