@@ -687,6 +687,27 @@ struct PlannedSegment {
     start: (u64, i64),
 }
 
+impl PlannedSegment {
+    /// Up to `want` bytes from `pos` (a batch start), or more if the batch there is larger: at
+    /// least one whole batch either way.
+    async fn read_window(&self, pos: u64, want: usize) -> Result<Bytes> {
+        let buf = self.file.read_at(pos, want).await.map_err(io_err(self.file.path()))?;
+        if !split_batches(&buf).map_err(|e| corrupt(self.file.as_ref(), pos, e.to_string()))?.0.is_empty() {
+            return Ok(buf);
+        }
+        // One batch larger than the window: read it whole.
+        if buf.len() < batch::LOG_OVERHEAD_BYTES {
+            return Err(corrupt(self.file.as_ref(), pos, "short read inside the segment".into()));
+        }
+        let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as usize;
+        let whole = self.file.read_at(pos, total).await.map_err(io_err(self.file.path()))?;
+        if split_batches(&whole).map_err(|e| corrupt(self.file.as_ref(), pos, e.to_string()))?.0.is_empty() {
+            return Err(corrupt(self.file.as_ref(), pos, "batch extends past the segment end".into()));
+        }
+        Ok(whole)
+    }
+}
+
 /// A read found something other than whole, valid batches at `pos` of `file`.
 fn corrupt(file: &dyn DiskFile, pos: u64, detail: String) -> Error {
     Error::Corrupt { path: file.path().to_path_buf(), detail: format!("at position {pos}: {detail}") }
@@ -711,20 +732,8 @@ impl ReadPlan {
                 if crate::buggify!() {
                     want = want.min(100); // a short read window: exercises the one-batch path
                 }
-                let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
-                let (mut batches, _) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
-                if batches.is_empty() {
-                    // One batch larger than the window: read it whole.
-                    if buf.len() < batch::LOG_OVERHEAD_BYTES {
-                        return Err(corrupt(seg.file.as_ref(), pos, "short read inside the segment".into()));
-                    }
-                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as usize;
-                    buf = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
-                    batches = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?.0;
-                    if batches.is_empty() {
-                        return Err(corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()));
-                    }
-                }
+                let buf = seg.read_window(pos, want).await?;
+                let (batches, _) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
                 // Batches in `buf` from `at`; those served are `buf[from..at]`.
                 let (mut at, mut from, mut done) = (0usize, None, false);
                 for b in &batches {
@@ -793,18 +802,8 @@ impl TimestampPlan {
             let (mut pos, mut expected) = seg.start;
             while pos < seg.size_bytes {
                 let want = (seg.size_bytes - pos).min(READ_SLACK_BYTES as u64 * 4) as usize;
-                let mut buf = seg.file.read_at(pos, want).await.map_err(io_err(seg.file.path()))?;
-                let (mut batches, _) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
-                if batches.is_empty() {
-                    // One batch larger than the window: read it whole.
-                    let len = buf.get(8..12).ok_or_else(|| corrupt(seg.file.as_ref(), pos, "short read".into()))?;
-                    let total = batch::LOG_OVERHEAD_BYTES + u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-                    buf = seg.file.read_at(pos, total).await.map_err(io_err(seg.file.path()))?;
-                    batches = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?.0;
-                    if batches.is_empty() {
-                        return Err(corrupt(seg.file.as_ref(), pos, "batch extends past the segment end".into()));
-                    }
-                }
+                let buf = seg.read_window(pos, want).await?;
+                let (batches, _) = split_batches(&buf).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
                 for b in &batches {
                     if b.base_offset() != expected {
                         return Err(corrupt(seg.file.as_ref(), pos, format!("batch base offset {} where {expected} was expected", b.base_offset())));

@@ -143,9 +143,9 @@ impl Partition {
         }
     }
 
-    /// Read committed data (below the high watermark).
-    /// Read from `offset` (see `PartitionLog::read`). The log is locked only to plan the read:
-    /// a consumer catching up from disk does not hold up this partition's appends and syncs.
+    /// Read committed data (below the high watermark) from `offset` (see `PartitionLog::read`).
+    /// The log is locked only to plan the read: a consumer catching up from disk does not hold
+    /// up this partition's appends and syncs.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo> {
         let plan = {
             let guard = self.log.lock().await;
@@ -275,7 +275,6 @@ impl Partition {
 /// Syncs of fewer unsynced bytes than this are aligned with other partitions' (see `rounds`).
 const ALIGNED_SYNC_BYTES_MAX: u64 = 512 * 1024;
 
-/// The group-commit loop; `close()` ends it.
 /// Take a sync point and the bytes appended since the last one; `None` once the log is closed
 /// or failed.
 async fn take_sync_point(p: &Partition) -> Option<(crate::log::SyncPoint, u64)> {
@@ -286,6 +285,7 @@ async fn take_sync_point(p: &Partition) -> Option<(crate::log::SyncPoint, u64)> 
     }
 }
 
+/// The group-commit loop; `close()` ends it.
 async fn flush_loop(p: Arc<Partition>) {
     // The sync round this flusher was last in (see `SyncRounds::enter`).
     let mut last_round = None;
