@@ -263,3 +263,59 @@ async fn idempotent_producer_exactly_once_and_retries_deduplicated() {
     let (_, high) = c2.fetch_watermarks("idem", 0, Duration::from_secs(5)).unwrap();
     assert_eq!(high, 10_003, "stored once");
 }
+
+/// KIP-107 DeleteRecords through librdkafka's admin client: the low watermark moves into the
+/// middle of the log, consumers from the beginning start there, an offset past the high
+/// watermark is refused with Kafka's code, `Offset::End` means the high watermark, and the new
+/// start survives a `kill -9`. (librdkafka refuses unknown partitions itself, from metadata;
+/// the broker's answers to them are `handlers::admin`'s unit test.)
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_records_moves_the_low_watermark_and_it_survives_a_crash() {
+    let mut broker = Broker::start("rdkafka-delete-records");
+    let addr = broker.addr();
+    create_topic(&addr, "trim", 2, &[("segment.bytes", "2048")]).await;
+    let p = producer(&addr, &[("linger.ms", "0")]);
+    for i in 0..100 {
+        let value = format!("value-{i:03}-{}", "x".repeat(100));
+        p.send(FutureRecord::<(), _>::to("trim").partition(0).payload(&value), Duration::from_secs(30)).await.unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    let a = admin(&addr);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let delete = |tp: &[(&str, i32, Offset)]| {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in tp {
+            tpl.add_partition_offset(t, *p, *o).unwrap();
+        }
+        tpl
+    };
+    let r = a.delete_records(&delete(&[("trim", 0, Offset::Offset(40))]), &opts).await.expect("delete_records");
+    let e = r.find_partition("trim", 0).unwrap();
+    assert!(e.error().is_ok(), "{:?}", e.error());
+    assert_eq!(e.offset(), Offset::Offset(40), "the new low watermark");
+
+    let c = consumer(&addr);
+    assert_eq!(c.fetch_watermarks("trim", 0, Duration::from_secs(10)).unwrap(), (40, 100));
+    let records = consume_all(&addr, "trim", 1, 60, Duration::from_secs(30));
+    assert_eq!(records.first().map(|r| r.1), Some(40), "a consumer from the beginning starts at the new start");
+    assert!(records.iter().map(|r| r.1).eq(40..100));
+
+    // Past the high watermark: OFFSET_OUT_OF_RANGE, and the start stays.
+    let r = a.delete_records(&delete(&[("trim", 0, Offset::Offset(101))]), &opts).await.expect("delete_records");
+    match r.find_partition("trim", 0).unwrap().error() {
+        Err(KafkaError::OffsetFetch(code)) | Err(KafkaError::AdminOp(code)) => assert_eq!(code, RDKafkaErrorCode::OffsetOutOfRange),
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+    // Offset::End is the high watermark: partition 1 is empty, so 0; moving back changes nothing.
+    let r = a.delete_records(&delete(&[("trim", 1, Offset::End), ("trim", 0, Offset::Offset(10))]), &opts).await.expect("delete_records");
+    assert_eq!(r.find_partition("trim", 1).unwrap().offset(), Offset::Offset(0));
+    assert_eq!(r.find_partition("trim", 0).unwrap().offset(), Offset::Offset(40));
+    assert_eq!(c.fetch_watermarks("trim", 0, Duration::from_secs(10)).unwrap(), (40, 100));
+
+    broker.kill9();
+    broker.restart();
+    let c = consumer(&addr);
+    assert_eq!(c.fetch_watermarks("trim", 0, Duration::from_secs(10)).unwrap(), (40, 100), "the start survives a crash");
+    let r = a.delete_records(&delete(&[("trim", 0, Offset::End)]), &opts).await.expect("delete_records");
+    assert_eq!(r.find_partition("trim", 0).unwrap().offset(), Offset::Offset(100));
+    assert_eq!(c.fetch_watermarks("trim", 0, Duration::from_secs(10)).unwrap(), (100, 100));
+}

@@ -614,13 +614,19 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Kafka's DeleteRecords: the log now starts at `offset` (at most the durable offset);
-    /// segments wholly below it are removed. Returns the number of segments removed.
+    /// Kafka's DeleteRecords: the log now starts at `offset`, which may fall inside a batch
+    /// (reads from there return that whole batch, as Kafka's do); segments wholly below it are
+    /// removed. An offset past the durable offset (the high watermark) is out of range, as in
+    /// Kafka; one at or below the current start changes nothing. Returns the number of
+    /// segments removed.
     pub async fn delete_records_before(&mut self, offset: i64) -> Result<usize> {
         if let Some(reason) = &self.failed {
             return Err(Error::Failed { dir: self.dir.clone(), reason: reason.clone() });
         }
-        let new_start = offset.min(self.durable_offset);
+        if offset > self.durable_offset {
+            return Err(Error::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset: self.durable_offset });
+        }
+        let new_start = offset;
         if new_start <= self.log_start_offset {
             return Ok(0);
         }

@@ -669,3 +669,52 @@ async fn appends_and_syncs_go_on_while_a_read_waits_for_the_disk() {
     faults.read_delay_ms.store(0, Ordering::SeqCst);
     p.close().await.unwrap();
 }
+
+/// Kafka's DeleteRecords: the start may move into the middle of a segment and of a batch;
+/// segments wholly below it go, offsets below it are out of range, the batch holding it is
+/// still served whole, an offset past the durable one is refused and changes nothing, and the
+/// new start survives a restart.
+#[tokio::test]
+async fn delete_records_moves_the_start_inside_a_segment_and_survives_a_restart() {
+    let dir = TempDir::new("delete-records");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    for i in 0..30i64 {
+        log.append(batch(&[&format!("a-{i:03}-{}", "p".repeat(60)), &format!("b-{i:03}")], 1_000 + i), 5_000).await.unwrap();
+    }
+    sync_all(&mut log).await;
+    assert_eq!(log.durable_offset(), 60);
+    let segments_before = log.segments.len();
+    assert!(segments_before > 3, "{segments_before} segments");
+    // Offset 33 is the second record of the batch at 32, in the middle of some segment.
+    let holding = log.segments.iter().position(|s| s.base_offset <= 33 && 33 < s.next_offset).unwrap();
+    assert!(log.segments[holding].base_offset < 32, "33 is not the segment's first batch");
+    let removed = log.delete_records_before(33).await.unwrap();
+    assert_eq!(removed, holding, "every segment wholly below 33 is removed, and no other");
+    assert_eq!(log.segments.len(), segments_before - holding);
+    assert_eq!(log.log_start_offset(), 33);
+    for below in [0, 31, 32] {
+        assert!(matches!(log.read(below, 100, 60).await, Err(Error::OffsetOutOfRange { .. })), "read at {below}");
+    }
+    let got = read_all(&log, 33).await;
+    assert_eq!(got.first().map(|(o, _)| *o), Some(33));
+    assert_eq!(got.len(), 60 - 33);
+    let r = log.read(33, 1, 60).await.unwrap();
+    assert_eq!(split_batches(&r.records).unwrap().0[0].base_offset(), 32, "the batch holding the start comes whole");
+    // Lookups by timestamp answer no offset below the start.
+    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((33, 1_016)));
+    // Moving back, or to where it is, changes nothing; past the durable offset is refused.
+    assert_eq!(log.delete_records_before(10).await.unwrap(), 0);
+    assert_eq!(log.delete_records_before(33).await.unwrap(), 0);
+    log.append(batch(&["unsynced"], 2_000), 5_000).await.unwrap();
+    assert_eq!(log.log_end_offset(), 61);
+    assert!(matches!(log.delete_records_before(61).await, Err(Error::OffsetOutOfRange { .. })));
+    assert_eq!(log.log_start_offset(), 33);
+    // Up to the durable offset is allowed: everything below it is gone.
+    log.delete_records_before(60).await.unwrap();
+    assert_eq!(log.log_start_offset(), 60);
+    drop(log);
+    let log = PartitionLog::open(rt, dir.0.clone(), small_config()).await.unwrap();
+    assert_eq!(log.log_start_offset(), 60);
+    assert!(matches!(log.read(59, 100, 60).await, Err(Error::OffsetOutOfRange { .. })));
+}

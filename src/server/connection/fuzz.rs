@@ -96,6 +96,11 @@ fn seed(key: ApiKey) -> RequestKind {
                     .with_value(Some(s("60000"))),
             ]),
         ])),
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_timeout_ms(1_000).with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic())
+                .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default().with_partition_index(0).with_offset(1)]),
+        ])),
         ApiKey::JoinGroup => RequestKind::JoinGroup(
             JoinGroupRequest::default()
                 .with_group_id(GroupId(s("g")))
@@ -139,6 +144,7 @@ fn default_request(key: ApiKey) -> RequestKind {
         ApiKey::DeleteTopics => RequestKind::DeleteTopics(Default::default()),
         ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(Default::default()),
         ApiKey::CreatePartitions => RequestKind::CreatePartitions(Default::default()),
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(Default::default()),
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
         ApiKey::InitProducerId => RequestKind::InitProducerId(Default::default()),

@@ -1,4 +1,5 @@
-//! CreateTopics, DeleteTopics, CreatePartitions. One broker: replication factor 1 only.
+//! CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords. One broker: replication factor 1
+//! only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -7,6 +8,10 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest
 use kafka_protocol::messages::create_partitions_response::{CreatePartitionsResponse, CreatePartitionsTopicResult};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse};
+use kafka_protocol::messages::delete_records_request::DeleteRecordsRequest;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
 use kafka_protocol::messages::{ResponseKind, TopicName};
@@ -208,4 +213,104 @@ pub async fn create_partitions(broker: &Arc<Broker>, _version: i16, req: CreateP
         results.push(result);
     }
     Reply::Now(ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results)))
+}
+
+/// DeleteRecords' offset meaning "up to the high watermark" (DeleteRecordsRequest.HIGH_WATERMARK).
+pub const DELETE_RECORDS_HIGH_WATERMARK: i64 = -1;
+
+/// KIP-107 DeleteRecords: move each partition's log start up to the given offset (-1: the high
+/// watermark), as Kafka's `ReplicaManager.deleteRecords`: internal topics are refused
+/// (INVALID_TOPIC_EXCEPTION), an offset past the high watermark or below -1 is
+/// OFFSET_OUT_OF_RANGE, one at or below the current start succeeds and changes nothing. The
+/// answer (the new low watermark) comes once the new start is on disk; segments wholly below it
+/// are removed at once rather than by the next retention pass. One broker, so `timeout_ms`
+/// (the wait for followers) never applies.
+pub async fn delete_records(broker: &Arc<Broker>, _version: i16, req: DeleteRecordsRequest) -> Reply {
+    let partition_count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
+    if partition_count > REQUEST_PARTITIONS_MAX {
+        return Reply::Malformed(format!("delete records names {partition_count} partitions"));
+    }
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let internal = super::groups::is_internal(t.name.as_str());
+        let topic = broker.topics.get(t.name.as_str());
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            let partition = topic.as_ref().and_then(|topic| topic.partition(p.partition_index));
+            let outcome = match partition {
+                _ if internal => Err(ErrorCode::INVALID_TOPIC_EXCEPTION),
+                None => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(partition) => {
+                    let offset = if p.offset == DELETE_RECORDS_HIGH_WATERMARK { partition.high_watermark() } else { p.offset };
+                    if offset < 0 {
+                        Err(ErrorCode::OFFSET_OUT_OF_RANGE)
+                    } else {
+                        match partition.delete_records_before(offset).await {
+                            Ok(_) => Ok(partition.log_start_offset()),
+                            Err(e) => Err(ErrorCode::from(&e)),
+                        }
+                    }
+                }
+            };
+            partitions.push(match outcome {
+                Ok(low_watermark) => base.with_low_watermark(low_watermark),
+                Err(code) => base.with_error_code(code.code()),
+            });
+        }
+        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+    }
+    Reply::Now(ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics)))
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+
+    use super::*;
+    use crate::partition::Acks;
+
+    fn request(topic: &str, partitions: &[(i32, i64)]) -> DeleteRecordsRequest {
+        DeleteRecordsRequest::default().with_timeout_ms(1_000).with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(str_bytes(topic)))
+            .with_partitions(partitions.iter().map(|&(p, o)| DeleteRecordsPartition::default().with_partition_index(p).with_offset(o)).collect())])
+    }
+
+    /// (partition, low watermark, error code) of each partition in the answer.
+    async fn delete(broker: &Arc<Broker>, topic: &str, partitions: &[(i32, i64)]) -> Vec<(i32, i64, i16)> {
+        let Reply::Now(ResponseKind::DeleteRecords(r)) = delete_records(broker, 2, request(topic, partitions)).await else {
+            panic!("DeleteRecords answers at once");
+        };
+        assert_eq!(r.topics.len(), 1);
+        assert_eq!(r.topics[0].name.as_str(), topic);
+        r.topics[0].partitions.iter().map(|p| (p.partition_index, p.low_watermark, p.error_code)).collect()
+    }
+
+    /// The error cases Kafka's `ReplicaManager.deleteRecords` has, each with its code and a
+    /// low watermark of -1, beside a successful partition of the same request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_records_answers_each_partition_with_kafkas_codes() {
+        let dir = std::env::temp_dir().join(format!("strand-delete-records-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = crate::config::BrokerConfig { listen: "127.0.0.1:0".parse().expect("static address"), data_dir: dir.clone(), ..Default::default() };
+        let server = crate::server::start(crate::runtime::Runtime::real(), config).await.expect("broker starts");
+        let broker = server.broker().clone();
+        let topic = broker.topics.create("t", 2, Default::default()).await.expect("create");
+        let p0 = topic.partition(0).expect("partition 0");
+        for i in 0..10i64 {
+            p0.append(crate::protocol::batch::build_simple_batch(0, 1_000 + i, &[b"a", b"b"]), Acks::Durable).await.expect("append");
+        }
+        assert_eq!(p0.high_watermark(), 20);
+
+        let (oor, unknown, invalid) =
+            (ErrorCode::OFFSET_OUT_OF_RANGE.code(), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(), ErrorCode::INVALID_TOPIC_EXCEPTION.code());
+        assert_eq!(delete(&broker, "t", &[(0, 5), (1, 1), (2, 0), (0, -2)]).await, vec![(0, 5, 0), (1, -1, oor), (2, -1, unknown), (0, -1, oor)]);
+        assert_eq!(p0.log_start_offset(), 5);
+        assert_eq!(delete(&broker, "t", &[(0, 21), (0, 3)]).await, vec![(0, -1, oor), (0, 5, 0)], "past the high watermark; below the start");
+        assert_eq!(delete(&broker, "t", &[(0, DELETE_RECORDS_HIGH_WATERMARK), (1, DELETE_RECORDS_HIGH_WATERMARK)]).await, vec![(0, 20, 0), (1, 0, 0)]);
+        assert_eq!(delete(&broker, "nope", &[(0, 0)]).await, vec![(0, -1, unknown)]);
+        assert_eq!(delete(&broker, crate::server::groups::OFFSETS_TOPIC, &[(0, 0)]).await, vec![(0, -1, invalid)], "internal topics are refused");
+        server.shutdown().await.expect("shutdown");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
