@@ -27,6 +27,25 @@ fn kafka_python_round_trip() {
     assert_eq!(stdout.trim(), "ok 500");
 }
 
+/// kafka-python's admin client: the older AlterConfigs (incremental=False) and DeleteRecords.
+#[test]
+fn kafka_python_admin_alter_configs_and_delete_records() {
+    let have = Command::new("python3").args(["-c", "import kafka"]).status().map(|s| s.success()).unwrap_or(false);
+    assert!(have, "kafka-python is not installed (python3 -c 'import kafka' fails): run ci/setup.sh");
+    let broker = Broker::start("kafka-python-admin");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kafka_python_admin.py");
+    let out = Command::new("timeout").args(["120", "python3", script, &broker.addr()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kafka-python admin failed ({}):\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        broker.log_tail()
+    );
+    assert_eq!(stdout.trim(), "ok");
+}
+
 #[test]
 fn kcat_round_trip() {
     let have = Command::new("kcat").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);

@@ -101,6 +101,11 @@ fn seed(key: ApiKey) -> RequestKind {
                 .with_name(topic())
                 .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default().with_partition_index(0).with_offset(1)]),
         ])),
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default().with_resource_type(2).with_resource_name(s(TOPIC)).with_configs(vec![
+                alter_configs_request::AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("60000"))),
+            ]),
+        ])),
         ApiKey::JoinGroup => RequestKind::JoinGroup(
             JoinGroupRequest::default()
                 .with_group_id(GroupId(s("g")))
@@ -145,6 +150,7 @@ fn default_request(key: ApiKey) -> RequestKind {
         ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(Default::default()),
         ApiKey::CreatePartitions => RequestKind::CreatePartitions(Default::default()),
         ApiKey::DeleteRecords => RequestKind::DeleteRecords(Default::default()),
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(Default::default()),
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
         ApiKey::InitProducerId => RequestKind::InitProducerId(Default::default()),

@@ -1,4 +1,5 @@
-//! DescribeConfigs and IncrementalAlterConfigs for topics (and a read-only view of the broker).
+//! DescribeConfigs, IncrementalAlterConfigs and the older AlterConfigs for topics (and a
+//! read-only view of the broker).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,6 +8,8 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
 };
+use kafka_protocol::messages::alter_configs_request::AlterConfigsRequest;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResponse;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, IncrementalAlterConfigsRequest};
 use kafka_protocol::messages::incremental_alter_configs_response::{
     AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
@@ -165,33 +168,43 @@ fn apply_ops(current: &BTreeMap<String, String>, r: &AlterConfigsResource) -> Re
     Ok(overrides)
 }
 
+/// Alter one resource's configs to the overrides `alter` makes of its current ones (validated
+/// as a whole; only checked when `validate_only`).
+async fn alter_resource(
+    broker: &Arc<Broker>,
+    resource_type: i8,
+    name: &str,
+    validate_only: bool,
+    alter: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
+) -> Result<(), AdminError> {
+    match resource_type {
+        RESOURCE_TOPIC => {
+            let topic = broker
+                .topics
+                .get(name)
+                .ok_or_else(|| AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist.")))?;
+            let overrides = alter(&topic.overrides)?;
+            broker.topics.config_for(&overrides)?;
+            if validate_only {
+                return Ok(());
+            }
+            broker.topics.alter_configs(&topic.name, overrides).await
+        }
+        RESOURCE_BROKER => Err(AdminError::new(
+            ErrorCode::INVALID_REQUEST,
+            "dynamic broker configs are not supported; edit strand.toml and restart",
+        )),
+        other => Err(AdminError::new(ErrorCode::INVALID_REQUEST, format!("resource type {other} is not supported"))),
+    }
+}
+
 pub async fn incremental_alter(broker: &Arc<Broker>, _version: i16, req: IncrementalAlterConfigsRequest) -> Reply {
     if req.resources.len() > REQUEST_PARTITIONS_MAX {
         return Reply::Malformed(format!("alter configs names {} resources", req.resources.len()));
     }
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in &req.resources {
-        let outcome = match r.resource_type {
-            RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
-                None => Err(AdminError::new(
-                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    format!("Topic '{}' does not exist.", r.resource_name.as_str()),
-                )),
-                Some(topic) => match apply_ops(&topic.overrides, r) {
-                    Err(e) => Err(e),
-                    Ok(overrides) => match broker.topics.config_for(&overrides) {
-                        Err(e) => Err(e),
-                        Ok(_) if req.validate_only => Ok(()),
-                        Ok(_) => broker.topics.alter_configs(&topic.name, overrides).await,
-                    },
-                },
-            },
-            RESOURCE_BROKER => Err(AdminError::new(
-                ErrorCode::INVALID_REQUEST,
-                "dynamic broker configs are not supported; edit strand.toml and restart",
-            )),
-            other => Err(AdminError::new(ErrorCode::INVALID_REQUEST, format!("resource type {other} is not supported"))),
-        };
+        let outcome = alter_resource(broker, r.resource_type, r.resource_name.as_str(), req.validate_only, |current| apply_ops(current, r)).await;
         let base = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
@@ -201,4 +214,100 @@ pub async fn incremental_alter(broker: &Arc<Broker>, _version: i16, req: Increme
         });
     }
     Reply::Now(ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses)))
+}
+
+/// The older AlterConfigs (what kafka-python before 3.0, Sarama and other clients send): the
+/// configs given *replace* the topic's overrides, so every key left out goes back to its
+/// default, as in Kafka. A null value also means the default.
+pub async fn alter(broker: &Arc<Broker>, _version: i16, req: AlterConfigsRequest) -> Reply {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    if req.resources.len() > REQUEST_PARTITIONS_MAX {
+        return Reply::Malformed(format!("alter configs names {} resources", req.resources.len()));
+    }
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        let replace = |_: &BTreeMap<String, String>| {
+            let mut overrides = BTreeMap::new();
+            for c in &r.configs {
+                let key = c.name.as_str();
+                if !TOPIC_CONFIG_KEYS.contains(&key) {
+                    return Err(AdminError::new(ErrorCode::INVALID_CONFIG, format!("unknown topic config '{key}'")));
+                }
+                match &c.value {
+                    Some(v) => overrides.insert(key.to_string(), v.as_str().to_string()),
+                    None => overrides.remove(key),
+                };
+            }
+            Ok(overrides)
+        };
+        let outcome = alter_resource(broker, r.resource_type, r.resource_name.as_str(), req.validate_only, replace).await;
+        let base = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        responses.push(match outcome {
+            Ok(()) => base,
+            Err(e) => base.with_error_code(e.code.code()).with_error_message(Some(str_bytes(&e.message))),
+        });
+    }
+    Reply::Now(ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses)))
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource as LegacyResource, AlterableConfig};
+
+    use super::*;
+
+    async fn alter_legacy(broker: &Arc<Broker>, resource_type: i8, name: &str, configs: &[(&str, Option<&str>)], validate_only: bool) -> i16 {
+        let req = AlterConfigsRequest::default().with_validate_only(validate_only).with_resources(vec![LegacyResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(str_bytes(name))
+            .with_configs(configs.iter().map(|(k, v)| AlterableConfig::default().with_name(str_bytes(k)).with_value(v.map(str_bytes))).collect())]);
+        let Reply::Now(ResponseKind::AlterConfigs(r)) = alter(broker, 2, req).await else { panic!("AlterConfigs answers at once") };
+        assert_eq!(r.responses.len(), 1);
+        r.responses[0].error_code
+    }
+
+    /// AlterConfigs replaces a topic's overrides (a key left out, or given a null value, goes
+    /// back to its default) where IncrementalAlterConfigs changes only the keys it names;
+    /// validate_only and refused requests change nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn alter_configs_replaces_the_overrides_incremental_changes_them() {
+        let dir = std::env::temp_dir().join(format!("strand-alter-configs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = crate::config::BrokerConfig { listen: "127.0.0.1:0".parse().expect("static address"), data_dir: dir.clone(), ..Default::default() };
+        let server = crate::server::start(crate::runtime::Runtime::real(), config).await.expect("broker starts");
+        let broker = server.broker().clone();
+        broker.topics.create("t", 1, Default::default()).await.expect("create");
+        let overrides = || broker.topics.get("t").expect("topic").overrides.clone().into_iter().collect::<Vec<_>>();
+        let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+
+        assert_eq!(alter_legacy(&broker, RESOURCE_TOPIC, "t", &[("retention.ms", Some("1000")), ("max.message.bytes", Some("5000"))], false).await, 0);
+        assert_eq!(overrides(), pairs(&[("max.message.bytes", "5000"), ("retention.ms", "1000")]));
+        assert_eq!(broker.topics.get("t").unwrap().config.retention_ms, 1000, "the new config is in force");
+        // Only segment.ms named: the other two go back to their defaults; a null value is the default.
+        assert_eq!(alter_legacy(&broker, RESOURCE_TOPIC, "t", &[("segment.ms", Some("60000")), ("retention.bytes", None)], false).await, 0);
+        assert_eq!(overrides(), pairs(&[("segment.ms", "60000")]));
+        assert_eq!(broker.topics.get("t").unwrap().config.retention_ms, crate::config::TopicConfig::default().retention_ms);
+        // Refused or only validated: nothing changes.
+        let invalid_config = ErrorCode::INVALID_CONFIG.code();
+        assert_eq!(alter_legacy(&broker, RESOURCE_TOPIC, "t", &[("retention.ms", Some("soon"))], false).await, invalid_config);
+        assert_eq!(alter_legacy(&broker, RESOURCE_TOPIC, "t", &[("no.such.key", Some("1"))], false).await, invalid_config);
+        assert_eq!(alter_legacy(&broker, RESOURCE_TOPIC, "t", &[("retention.ms", Some("5"))], true).await, 0);
+        assert_eq!(overrides(), pairs(&[("segment.ms", "60000")]));
+        assert_eq!(alter_legacy(&broker, RESOURCE_TOPIC, "nope", &[], false).await, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code());
+        assert_eq!(alter_legacy(&broker, RESOURCE_BROKER, "", &[("num.partitions", Some("3"))], false).await, ErrorCode::INVALID_REQUEST.code());
+
+        // IncrementalAlterConfigs SET keeps what it does not name.
+        use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig as Op;
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(str_bytes("t"))
+            .with_configs(vec![Op::default().with_name(str_bytes("retention.ms")).with_config_operation(OP_SET).with_value(Some(str_bytes("2000")))])]);
+        let Reply::Now(ResponseKind::IncrementalAlterConfigs(r)) = incremental_alter(&broker, 1, req).await else { panic!("answers at once") };
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(overrides(), pairs(&[("retention.ms", "2000"), ("segment.ms", "60000")]));
+        server.shutdown().await.expect("shutdown");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
