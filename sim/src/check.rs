@@ -50,6 +50,22 @@ pub struct History {
     /// After the run: committed offset and log end per partition of the group's topic.
     pub group_final_committed: BTreeMap<i32, i64>,
     pub group_final_log_end: BTreeMap<i32, i64>,
+    /// The DeleteRecords workload (`trim.rs`) ran.
+    pub trim_enabled: bool,
+    /// Its acknowledged batches: (base offset, values).
+    pub trim_acked: Vec<(i64, Vec<String>)>,
+    /// Every offset it asked DeleteRecords to delete before.
+    pub trim_delete_attempts: Vec<i64>,
+    /// Acknowledged DeleteRecords: (offset asked, low watermark answered).
+    pub trim_deletes_acked: Vec<(i64, i64)>,
+    /// Log starts it saw (DeleteRecords answers, ListOffsets earliest), in order.
+    pub trim_starts_seen: Vec<i64>,
+    /// (offset, value) its fetches returned.
+    pub trim_observed: Vec<(i64, String)>,
+    /// Fetches below an acknowledged start that were served.
+    pub trim_violations: Vec<String>,
+    /// After the run: the log start and the records from it.
+    pub trim_final: Option<(i64, Vec<(i64, String)>)>,
 }
 
 /// Every record acknowledged with acks=all is readable at its acknowledged offset.
@@ -249,6 +265,59 @@ pub fn idempotent_exactly_once(h: &History) -> Vec<String> {
     out
 }
 
+/// DeleteRecords (KIP-107): the log start never moves back (across crashes too), never past
+/// what some DeleteRecords asked for, and is at least every acknowledged one; nothing below an
+/// acknowledged start is served; every acknowledged record at or past the final start is still
+/// there, at its offset; one value per offset in everything read.
+pub fn deleted_records_stay_deleted(h: &History) -> Vec<String> {
+    if !h.trim_enabled {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = h.trim_violations.iter().take(3).cloned().collect();
+    if let Some(w) = h.trim_starts_seen.windows(2).find(|w| w[1] < w[0]) {
+        out.push(format!("the log start went back from {} to {}", w[0], w[1]));
+    }
+    for (asked, low) in &h.trim_deletes_acked {
+        if low < asked {
+            out.push(format!("DeleteRecords before {asked} was acknowledged with low watermark {low}"));
+        }
+    }
+    let Some((start, log)) = &h.trim_final else {
+        return out; // the final read failed: `liveness` reports it
+    };
+    let max_acked = h.trim_deletes_acked.iter().map(|(o, _)| *o).max().unwrap_or(0);
+    let max_asked = h.trim_delete_attempts.iter().copied().max().unwrap_or(0);
+    if *start < max_acked {
+        out.push(format!("DeleteRecords before {max_acked} was acknowledged, but the log starts at {start} after the run"));
+    }
+    if *start > max_asked {
+        out.push(format!("the log starts at {start} after the run, past every DeleteRecords offset (at most {max_asked})"));
+    }
+    let final_log: BTreeMap<i64, &String> = log.iter().map(|(o, v)| (*o, v)).collect();
+    for (base, values) in &h.trim_acked {
+        for (i, v) in values.iter().enumerate() {
+            let offset = base + i as i64;
+            if offset < *start {
+                continue;
+            }
+            match final_log.get(&offset) {
+                Some(found) if *found == v => {}
+                found => out.push(format!("'{v}' was acknowledged at offset {offset} (log start {start}), but the log holds {found:?} there")),
+            }
+        }
+    }
+    let mut seen: BTreeMap<i64, &String> = BTreeMap::new();
+    for (o, v) in h.trim_observed.iter().chain(log.iter()) {
+        if let Some(prev) = seen.insert(*o, v) {
+            if prev != v {
+                out.push(format!("offset {o} of '{}' was read as '{prev}' and as '{v}'", "trim"));
+            }
+        }
+    }
+    out.truncate(5);
+    out
+}
+
 /// All checkers, by name.
 pub fn all(h: &History) -> Vec<(&'static str, Vec<String>)> {
     vec![
@@ -259,6 +328,7 @@ pub fn all(h: &History) -> Vec<(&'static str, Vec<String>)> {
         ("high-watermark-monotonic", high_watermark_monotonic(h)),
         ("timestamp-lookups-answer-batch-starts", timestamp_lookups_answer_batch_starts(h)),
         ("deleted-topics-stay-deleted", deleted_topics_stay_deleted(h)),
+        ("deleted-records-stay-deleted", deleted_records_stay_deleted(h)),
         ("liveness", liveness(h)),
         ("idempotent-exactly-once", idempotent_exactly_once(h)),
         ("group-single-ownership", group_single_ownership(h)),

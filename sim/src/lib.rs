@@ -10,3 +10,5 @@ pub mod disk;
 pub mod groups;
 #[cfg(madsim)]
 pub mod scenario;
+#[cfg(madsim)]
+pub mod trim;

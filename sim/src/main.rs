@@ -193,15 +193,24 @@ mod sim {
         (runs, failed)
     }
 
-    fn regression_seeds() -> Result<Vec<u64>, String> {
+    /// The seeds of `regressions.toml`, each with the `--faults` it was found under, if any.
+    fn regression_seeds() -> Result<Vec<(u64, Option<String>)>, String> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/regressions.toml");
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-        let mut seeds = Vec::new();
+        let mut seeds: Vec<(u64, Option<String>)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
+            fn value<'a>(v: &'a str, path: &str, line: usize) -> Result<&'a str, String> {
+                v.trim_start().strip_prefix('=').map(str::trim).ok_or_else(|| format!("{path}:{line}: expected 'key = value'"))
+            }
             if let Some(v) = line.strip_prefix("seed") {
-                let v = v.trim_start().strip_prefix('=').ok_or_else(|| format!("{path}:{}: expected 'seed = N'", i + 1))?;
-                seeds.push(v.trim().parse().map_err(|_| format!("{path}:{}: '{}' is not a seed", i + 1, v.trim()))?);
+                let v = value(v, path, i + 1)?;
+                seeds.push((v.parse().map_err(|_| format!("{path}:{}: '{v}' is not a seed", i + 1))?, None));
+            } else if let Some(v) = line.strip_prefix("faults") {
+                let list = value(v, path, i + 1)?.trim_matches('"').to_string();
+                scenario::parse_faults(&list).map_err(|e| format!("{path}:{}: {e}", i + 1))?;
+                let last = seeds.last_mut().ok_or_else(|| format!("{path}:{}: 'faults' before any 'seed'", i + 1))?;
+                last.1 = Some(list);
             }
         }
         Ok(seeds)
@@ -309,13 +318,19 @@ mod sim {
             "regressions" => {
                 let seeds = regression_seeds()?;
                 let mut failed = 0;
-                for s in &seeds {
+                for (s, faults) in &seeds {
+                    // The child reads the fault list from the environment, as under --faults.
+                    match faults {
+                        Some(f) => std::env::set_var(FAULTS_ENV, f),
+                        None => std::env::remove_var(FAULTS_ENV),
+                    }
                     let r = run_seed_isolated(*s, None);
                     if !r.violations.is_empty() {
                         report_failure(&r);
                         failed += 1;
                     }
                 }
+                std::env::remove_var(FAULTS_ENV);
                 println!("regressions: {} seeds, {failed} failed", seeds.len());
                 Ok(i32::from(failed > 0))
             }

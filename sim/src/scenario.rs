@@ -24,6 +24,7 @@ use crate::check::History;
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::groups::{self, GroupOptions};
+use crate::trim;
 
 pub const TOPIC: &str = "sim";
 const BROKER_IP: [u8; 4] = [10, 0, 0, 1];
@@ -57,6 +58,8 @@ pub struct Options {
     pub offsets_compact_bytes: u64,
     /// Per producer: idempotent (KIP-98: a producer id, sequence numbers; acks=all only).
     pub idempotent: Vec<bool>,
+    /// The DeleteRecords workload (`trim.rs`), if this seed runs it.
+    pub trim: bool,
 }
 
 impl Options {
@@ -90,6 +93,7 @@ impl Options {
             initial_rebalance_delay_ms: [0, 0, 3000][rng.gen_range(0..3)],
             offsets_compact_bytes: [1024, 4096, 16 << 20][rng.gen_range(0..3)],
             idempotent: (0..3).map(|_| rng.gen_bool(0.5)).collect(),
+            trim: rng.gen_bool(0.4),
         }
     }
 }
@@ -487,6 +491,7 @@ pub async fn run(opts: Options, rec: Shared) {
     // node has none).
     let admin = handle.create_node().name("admin").ip(IpAddr::from([10, 0, 4, 1])).build();
     let group_partitions = opts.groups.as_ref().map(|g| g.partitions);
+    let trim = opts.trim;
     admin
         .spawn(async move {
             loop {
@@ -495,7 +500,8 @@ pub async fn run(opts: Options, rec: Shared) {
                         None => true,
                         Some(n) => create_topic(&mut c, groups::GROUP_TOPIC, n).await,
                     };
-                    if grp_ok && strand::cli::topic::partition_count(&mut c, TOPIC, true).await.is_ok() {
+                    let trim_ok = !trim || create_topic(&mut c, trim::TRIM_TOPIC, 1).await;
+                    if grp_ok && trim_ok && strand::cli::topic::partition_count(&mut c, TOPIC, true).await.is_ok() {
                         return;
                     }
                 }
@@ -515,6 +521,14 @@ pub async fn run(opts: Options, rec: Shared) {
     let admin_task = if opts.admin {
         let node = handle.create_node().name("admin-workload").ip(IpAddr::from([10, 0, 5, 1])).build();
         Some(node.spawn(admin_workload(rec.clone(), 10)))
+    } else {
+        None
+    };
+    let trim_task = if opts.trim {
+        rec.lock().expect("recorder lock").history.trim_enabled = true;
+        let node = handle.create_node().name("trim-workload").ip(IpAddr::from([10, 0, 8, 1])).build();
+        let rounds = madsim::rand::thread_rng().gen_range(10..=40);
+        Some(node.spawn(trim::workload(rec.clone(), rounds, opts.safety_secs * 1500, clock.clone())))
     } else {
         None
     };
@@ -644,6 +658,12 @@ pub async fn run(opts: Options, rec: Shared) {
             rec.lock().expect("recorder lock").history.unfinished.push("admin".into());
         }
     }
+    if let Some(task) = trim_task {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(remaining, task).await.is_err() {
+            rec.lock().expect("recorder lock").history.unfinished.push("trim workload".into());
+        }
+    }
     // The group: its producer finishes, then the members commit everything.
     let mut group_tasks = group_tasks.into_iter();
     if let Some(producer_task) = group_tasks.next() {
@@ -743,6 +763,14 @@ pub async fn run(opts: Options, rec: Shared) {
         })
         .await
         .expect("checker task");
+    if opts.trim {
+        let trimmed = reader.spawn(trim::final_state()).await.expect("checker task");
+        let mut r = rec.lock().expect("recorder lock");
+        match trimmed {
+            Ok(state) => r.history.trim_final = Some(state),
+            Err(e) => r.history.read_errors.push(e),
+        }
+    }
     let mut r = rec.lock().expect("recorder lock");
     match read {
         Ok(log) => {

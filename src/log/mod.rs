@@ -109,16 +109,41 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-async fn read_checkpoint(rt: &Runtime, path: &Path) -> Result<Option<i64>> {
-    match crate::runtime::disk::read_whole(rt.disk.as_ref(), path).await.map_err(io_err(path))? {
-        None => Ok(None),
-        Some(b) if b.len() == 12 && crc32c::crc32c(&b[..8]) == u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")) => {
-            Ok(Some(i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))))
+/// What a checkpoint that fails its CRC means.
+#[derive(Debug, Clone, Copy)]
+enum IfCorrupt {
+    /// Nothing: go on without it (the recovery checkpoint: recovery then scans every segment).
+    Ignore,
+    /// The partition cannot open (the log start: without it the start would fall back to the
+    /// first segment's base and records deleted below it would be served again).
+    Fail,
+}
+
+/// Reads of a checkpoint before a CRC failure counts as a corrupt file rather than a bad read.
+const CHECKPOINT_READS: usize = 3;
+
+async fn read_checkpoint(rt: &Runtime, path: &Path, if_corrupt: IfCorrupt) -> Result<Option<i64>> {
+    for _ in 0..CHECKPOINT_READS {
+        match crate::runtime::disk::read_whole(rt.disk.as_ref(), path).await.map_err(io_err(path))? {
+            None => return Ok(None),
+            Some(b) if b.len() == 12 && crc32c::crc32c(&b[..8]) == u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")) => {
+                return Ok(Some(i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))));
+            }
+            Some(_) => {}
         }
-        Some(_) => {
+    }
+    match if_corrupt {
+        IfCorrupt::Ignore => {
             tracing::warn!(path = %path.display(), "checkpoint is corrupt; ignoring it");
             Ok(None)
         }
+        IfCorrupt::Fail => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the checkpoint fails its CRC in {CHECKPOINT_READS} reads; without it, records deleted below the log start \
+                 would be served again (remove the file to start the partition from its first segment)"
+            ),
+        }),
     }
 }
 
@@ -148,8 +173,8 @@ impl PartitionLog {
             }
         }
         bases.sort_unstable();
-        let recovery_point = read_checkpoint(&rt, &dir.join(RECOVERY_CHECKPOINT)).await?.unwrap_or(0);
-        let start_checkpoint = read_checkpoint(&rt, &dir.join(LOG_START_CHECKPOINT)).await?;
+        let recovery_point = read_checkpoint(&rt, &dir.join(RECOVERY_CHECKPOINT), IfCorrupt::Ignore).await?.unwrap_or(0);
+        let start_checkpoint = read_checkpoint(&rt, &dir.join(LOG_START_CHECKPOINT), IfCorrupt::Fail).await?;
         let interval = config.index_interval_bytes.max(0) as u64;
         let mut segments: Vec<Segment> = Vec::new();
         let mut cut_rest = false;
@@ -584,7 +609,13 @@ impl PartitionLog {
     /// it). The new start is persisted first: a crash then leaves extra files, never a start
     /// that moved back.
     async fn advance_start(&mut self, new_start: i64, segments: usize) -> Result<()> {
-        write_checkpoint(&self.rt, &self.dir.join(LOG_START_CHECKPOINT), new_start).await?;
+        #[cfg(feature = "planted-bugs")]
+        let persist = !(crate::runtime::planted("log-start-in-memory") && segments == 0);
+        #[cfg(not(feature = "planted-bugs"))]
+        let persist = true;
+        if persist {
+            write_checkpoint(&self.rt, &self.dir.join(LOG_START_CHECKPOINT), new_start).await?;
+        }
         self.log_start_offset = self.log_start_offset.max(new_start);
         let removed: Vec<Segment> = self.segments.drain(..segments).collect();
         for seg in &removed {

@@ -340,6 +340,8 @@ mod faulty {
         pub sync_delay_ms: std::sync::atomic::AtomicU64,
         /// Every read first sleeps this long (ms).
         pub read_delay_ms: std::sync::atomic::AtomicU64,
+        /// This many of the next reads come back with their first byte flipped.
+        pub corrupt_reads: std::sync::atomic::AtomicU64,
     }
 
     pub struct FaultyDisk {
@@ -370,10 +372,17 @@ mod faulty {
     impl DiskFile for FaultyFile {
         fn read_at(&self, pos: u64, len: usize) -> IoFuture<Bytes> {
             let delay = self.faults.read_delay_ms.load(Ordering::SeqCst);
+            let corrupt = self.faults.corrupt_reads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
             let read = self.inner.read_at(pos, len);
             Box::pin(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-                read.await
+                let data = read.await?;
+                if corrupt && !data.is_empty() {
+                    let mut v = data.to_vec();
+                    v[0] ^= 0xff;
+                    return Ok(Bytes::from(v));
+                }
+                Ok(data)
             })
         }
         fn write_at(&self, pos: u64, data: Bytes) -> IoFuture<()> {
@@ -717,4 +726,54 @@ async fn delete_records_moves_the_start_inside_a_segment_and_survives_a_restart(
     let log = PartitionLog::open(rt, dir.0.clone(), small_config()).await.unwrap();
     assert_eq!(log.log_start_offset(), 60);
     assert!(matches!(log.read(59, 100, 60).await, Err(Error::OffsetOutOfRange { .. })));
+}
+
+/// The log-start checkpoint is what keeps records deleted inside a segment deleted: a bad read
+/// of it is read again (simulator seed 2563: one transiently corrupt read moved the start back
+/// to the segment's base after a restart, serving deleted records again), and a checkpoint
+/// that stays corrupt stops the partition from opening rather than move the start back. A
+/// corrupt recovery checkpoint only costs a full scan.
+#[tokio::test]
+async fn a_corrupt_log_start_checkpoint_is_read_again_and_never_moves_the_start_back() {
+    let dir = TempDir::new("start-checkpoint");
+    let (rt, faults) = faulty_runtime();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    for i in 0..6i64 {
+        log.append(batch(&["a", "b"], 1_000 + i), 5_000).await.unwrap();
+    }
+    sync_all(&mut log).await;
+    log.delete_records_before(3).await.unwrap();
+    assert_eq!(log.segments.len(), 1, "the start is inside the only segment");
+    log.close().await.unwrap();
+
+    // Two bad reads: the third is good.
+    faults.corrupt_reads.store(2, std::sync::atomic::Ordering::SeqCst);
+    let log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    assert_eq!(faults.corrupt_reads.load(std::sync::atomic::Ordering::SeqCst), 0, "the bad reads were used up");
+    assert_eq!(log.log_start_offset(), 3);
+    log.close().await.unwrap();
+
+    // A corrupt recovery checkpoint is ignored (recovery scans everything).
+    let recovery = dir.0.join(RECOVERY_CHECKPOINT);
+    let mut bytes = std::fs::read(&recovery).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&recovery, &bytes).unwrap();
+    let log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 12));
+    drop(log);
+
+    // A corrupt log-start checkpoint: the partition does not open.
+    let start = dir.0.join(LOG_START_CHECKPOINT);
+    let mut bytes = std::fs::read(&start).unwrap();
+    bytes[7] ^= 0x01;
+    std::fs::write(&start, &bytes).unwrap();
+    match PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, start),
+        Err(e) => panic!("expected Corrupt naming the checkpoint, got {e}"),
+        Ok(log) => panic!("opened with log start {}", log.log_start_offset()),
+    }
+    // As the message says: without the file the partition starts from its first segment.
+    std::fs::remove_file(&start).unwrap();
+    let log = PartitionLog::open(rt, dir.0.clone(), small_config()).await.unwrap();
+    assert_eq!(log.log_start_offset(), 0);
 }

@@ -11,7 +11,9 @@
 //! generation number is handed out twice), `group-ack-before-durable` (the coordinator answers
 //! commits and joins before their `__consumer_offsets` records are durable),
 //! `producer-dedup-off` (idempotent producers' retries are stored again), `skip-dir-sync`
-//! (metadata files and checkpoints are renamed into place without syncing the directory).
+//! (metadata files and checkpoints are renamed into place without syncing the directory),
+//! `log-start-in-memory` (a log start moved inside the first segment, by DeleteRecords, is not
+//! persisted, as if the checkpoint mattered only when segment files go).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
@@ -27,6 +29,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "group-ack-before-durable",
     "producer-dedup-off",
     "skip-dir-sync",
+    "log-start-in-memory",
 ];
 
 static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);
