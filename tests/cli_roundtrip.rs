@@ -54,6 +54,23 @@ fn topic_produce_consume_describe_delete() {
     assert_eq!(high_watermarks, 1000, "{out}");
     assert!(out.contains("retention.ms=86400000  (set)"), "{out}");
 
+    // DeleteRecords: partition 0 from offset 2 on; every partition up to its end; bad input.
+    let (ok, out, err) = strand(&broker, &["topic", "delete-records", "cli-orders", "--partition", "0", "--before", "2"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "cli-orders-0: log start offset 2");
+    let (ok, out, _) = strand(&broker, &["consume", "cli-orders", "--partition", "0", "--from-beginning", "--idle-timeout-ms", "1000", "--key-separator", ":"], None);
+    assert!(ok);
+    assert_eq!(out.lines().count() as i64, high_watermarks_of(&broker, 0) - 2, "partition 0 from offset 2 on");
+    let (ok, _, err) = strand(&broker, &["topic", "delete-records", "cli-orders", "--partition", "0", "--before", "100000"], None);
+    assert!(!ok && err.contains("cli-orders-0: OffsetOutOfRange"), "{err}");
+    let (ok, _, err) = strand(&broker, &["topic", "delete-records", "cli-orders", "--before", "-3"], None);
+    assert!(!ok && err.contains("'-3' is not an offset"), "{err}");
+    let (ok, out, err) = strand(&broker, &["topic", "delete-records", "cli-orders", "--before", "end"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (ok, out, _) = strand(&broker, &["consume", "cli-orders", "--from-beginning", "--idle-timeout-ms", "1000"], None);
+    assert!(ok && out.is_empty(), "nothing left to consume: {out}");
+
     let (ok, _, err) = strand(&broker, &["topic", "alter", "cli-orders", "--set", "retention.bytes=abc"], None);
     assert!(!ok && err.contains("retention.bytes"), "{err}");
     let (ok, _, err) = strand(&broker, &["topic", "alter", "cli-orders", "--partitions", "5"], None);
@@ -64,6 +81,17 @@ fn topic_produce_consume_describe_delete() {
     assert!(ok);
     let (ok, _, err) = strand(&broker, &["topic", "describe", "cli-orders"], None);
     assert!(!ok && err.contains("UnknownTopicOrPartition"), "{err}");
+}
+
+/// The high watermark of one partition, from `strand topic describe`.
+fn high_watermarks_of(broker: &Broker, partition: i64) -> i64 {
+    let (ok, out, err) = strand(broker, &["topic", "describe", "cli-orders"], None);
+    assert!(ok, "{err}");
+    out.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() == 4 && f[0].parse::<i64>() == Ok(partition))
+        .map(|f| f[3].parse().unwrap())
+        .unwrap_or_else(|| panic!("no partition {partition} in {out}"))
 }
 
 /// The client library's pipeline against an in-process broker: many produce requests in flight

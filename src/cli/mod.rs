@@ -102,6 +102,28 @@ pub enum TopicCommand {
         #[arg(long)]
         partitions: Option<i32>,
     },
+    /// Delete a topic's records below an offset (Kafka's DeleteRecords, as
+    /// kafka-delete-records.sh): the log start moves there and earlier records are gone.
+    DeleteRecords {
+        name: String,
+        /// The new log start: an offset, or `end` for the high watermark (everything so far).
+        #[arg(long, value_parser = parse_before, allow_negative_numbers = true)]
+        before: i64,
+        /// Only this partition (default: every partition of the topic).
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+}
+
+/// `--before`: a non-negative offset, or `end` (DeleteRecords' -1, the high watermark).
+fn parse_before(s: &str) -> Result<i64, String> {
+    match s {
+        "end" => Ok(-1),
+        _ => match s.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(n),
+            _ => Err(format!("'{s}' is not an offset (a number >= 0, or 'end')")),
+        },
+    }
 }
 
 #[derive(Args, Debug)]

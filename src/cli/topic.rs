@@ -1,14 +1,15 @@
-//! `strand topic create|list|describe|delete|alter` over the Kafka protocol.
+//! `strand topic create|list|describe|delete|alter|delete-records` over the Kafka protocol.
 
 use anyhow::{anyhow, bail};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -48,6 +49,7 @@ pub fn run(args: TopicArgs) -> anyhow::Result<()> {
             TopicCommand::Describe { name } => describe(&mut client, &name).await,
             TopicCommand::Delete { name } => delete(&mut client, &name).await,
             TopicCommand::Alter { name, delete, partitions, .. } => alter(&mut client, &name, &configs, &delete, partitions).await,
+            TopicCommand::DeleteRecords { name, before, partition } => delete_records(&mut client, &name, before, partition).await,
         }
     })
 }
@@ -209,6 +211,31 @@ async fn alter(client: &mut Client, name: &str, set: &[(String, String)], delete
             bail!("adding partitions to '{name}': {}: {}", error_name(res.error_code), res.error_message.as_ref().map(|m| m.as_str()).unwrap_or(""));
         }
         println!("{name} now has {count} partitions");
+    }
+    Ok(())
+}
+
+async fn delete_records(client: &mut Client, name: &str, before: i64, partition: Option<i32>) -> anyhow::Result<()> {
+    let partitions: Vec<i32> = match partition {
+        Some(p) => vec![p],
+        None => (0..partition_count(client, name, false).await?).collect(),
+    };
+    let request = DeleteRecordsRequest::default().with_timeout_ms(30_000).with_topics(vec![DeleteRecordsTopic::default()
+        .with_name(topic_name(name))
+        .with_partitions(partitions.iter().map(|p| DeleteRecordsPartition::default().with_partition_index(*p).with_offset(before)).collect())]);
+    let (_, r) = client.send(&request, 2).await?;
+    let mut results = r.topics.first().ok_or_else(|| anyhow!("empty DeleteRecords response"))?.partitions.clone();
+    results.sort_by_key(|p| p.partition_index);
+    let mut failed = Vec::new();
+    for p in &results {
+        if p.error_code == 0 {
+            println!("{name}-{}: log start offset {}", p.partition_index, p.low_watermark);
+        } else {
+            failed.push(format!("{name}-{}: {}", p.partition_index, error_name(p.error_code)));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("deleting records: {}", failed.join(", "));
     }
     Ok(())
 }
