@@ -150,11 +150,19 @@ impl Segment {
     }
 
     /// Load index files for a sealed segment whose extent is known, checking that they agree
-    /// with it. Returns false (leaving the indexes empty) if anything is off.
+    /// with it. Returns false (leaving the indexes empty) if anything is off. The files carry no
+    /// checksum, so each is read twice and must read the same: a bit flipped in one read could
+    /// pass the checks (a time index entry still increasing but smaller, making the segment look
+    /// old to retention).
     pub async fn load_indexes(&mut self, rt: &Runtime, dir: &Path) -> bool {
-        let offsets = crate::runtime::disk::read_whole(rt.disk.as_ref(), &index_path(dir, self.base_offset)).await;
-        let times = crate::runtime::disk::read_whole(rt.disk.as_ref(), &time_index_path(dir, self.base_offset)).await;
-        let (Ok(Some(offsets)), Ok(Some(times))) = (offsets, times) else { return false };
+        async fn read_twice(rt: &Runtime, path: &Path) -> Option<Bytes> {
+            let first = crate::runtime::disk::read_whole(rt.disk.as_ref(), path).await.ok()??;
+            let second = crate::runtime::disk::read_whole(rt.disk.as_ref(), path).await.ok()??;
+            (first == second).then_some(first)
+        }
+        let offsets = read_twice(rt, &index_path(dir, self.base_offset)).await;
+        let times = read_twice(rt, &time_index_path(dir, self.base_offset)).await;
+        let (Some(offsets), Some(times)) = (offsets, times) else { return false };
         if offsets.len() % OFFSET_INDEX_ENTRY_BYTES != 0 || times.len() % TIME_INDEX_ENTRY_BYTES != 0 {
             return false;
         }

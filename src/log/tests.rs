@@ -848,3 +848,34 @@ async fn recovery_cuts_only_damage_two_reads_agree_on() {
     assert_eq!(log.log_end_offset(), 10, "the damaged last batch is cut");
     assert_eq!(read_all(&log, 0).await, expected[..10].to_vec());
 }
+
+/// Index files carry no checksum: each is read twice at open and must read the same, else the
+/// segment is scanned. A bit flipped in one read of a sealed segment's time index could pass
+/// the checks (one entry, still "increasing") and give the segment a max timestamp decades
+/// away (retention would then never delete it, and ListOffsets' max timestamp would be wrong).
+#[tokio::test]
+async fn an_index_read_that_does_not_read_the_same_twice_is_rebuilt() {
+    let dir = TempDir::new("index-twice");
+    let (rt, faults) = faulty_runtime();
+    let mut config = small_config();
+    // One batch per segment: each sealed segment's time index holds one entry.
+    config.set("segment.bytes", "100").unwrap();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), config.clone()).await.unwrap();
+    for i in 0..40i64 {
+        log.append(batch(&[&format!("value-{i:04}-{}", "p".repeat(40))], 1_000 + i * 100), 50_000).await.unwrap();
+    }
+    sync_all(&mut log).await;
+    let expected: Vec<(i64, i64)> = log.segments.iter().map(|s| (s.base_offset, s.max_timestamp)).collect();
+    assert!(expected.len() > 2);
+    log.close().await.unwrap();
+    let clean = PartitionLog::open(rt.clone(), dir.0.clone(), config.clone()).await.unwrap();
+    assert_eq!(clean.segments.iter().map(|s| (s.base_offset, s.max_timestamp)).collect::<Vec<_>>(), expected);
+    drop(clean);
+
+    // The first time index read flips a byte of its first entry's timestamp.
+    faults.corrupt_next_reads(".timeindex", 1);
+    let log = PartitionLog::open(rt, dir.0.clone(), config).await.unwrap();
+    assert_eq!(faults.corrupt_reads_left(), 0);
+    assert_eq!(log.segments.iter().map(|s| (s.base_offset, s.max_timestamp)).collect::<Vec<_>>(), expected);
+    assert_eq!(log.max_timestamp_and_offset(), Some((4_900, 39)));
+}
