@@ -167,3 +167,30 @@ async fn maintenance_loop(broker: Arc<Broker>) {
         }
     }
 }
+
+/// An in-process broker on 127.0.0.1 (any port) and a fresh data directory named after `name`,
+/// for unit tests of the request path; `TestServer::stop` shuts it down and removes the
+/// directory.
+#[cfg(all(test, not(madsim)))]
+pub(crate) struct TestServer {
+    pub server: ServerHandle,
+    pub broker: Arc<Broker>,
+    dir: std::path::PathBuf,
+}
+
+#[cfg(all(test, not(madsim)))]
+impl TestServer {
+    pub async fn start(name: &str) -> TestServer {
+        let dir = std::env::temp_dir().join(format!("strand-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = BrokerConfig { listen: "127.0.0.1:0".parse().expect("static address"), data_dir: dir.clone(), ..Default::default() };
+        let server = start(Runtime::real(), config).await.expect("broker starts");
+        let broker = server.broker().clone();
+        TestServer { server, broker, dir }
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await.expect("shutdown");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -290,11 +290,8 @@ mod tests {
     /// low watermark of -1, beside a successful partition of the same request.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn delete_records_answers_each_partition_with_kafkas_codes() {
-        let dir = std::env::temp_dir().join(format!("strand-delete-records-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = crate::config::BrokerConfig { listen: "127.0.0.1:0".parse().expect("static address"), data_dir: dir.clone(), ..Default::default() };
-        let server = crate::server::start(crate::runtime::Runtime::real(), config).await.expect("broker starts");
-        let broker = server.broker().clone();
+        let test = crate::server::TestServer::start("delete-records").await;
+        let broker = test.broker.clone();
         let topic = broker.topics.create("t", 2, Default::default()).await.expect("create");
         let p0 = topic.partition(0).expect("partition 0");
         for i in 0..10i64 {
@@ -310,7 +307,6 @@ mod tests {
         assert_eq!(delete(&broker, "t", &[(0, DELETE_RECORDS_HIGH_WATERMARK), (1, DELETE_RECORDS_HIGH_WATERMARK)]).await, vec![(0, 20, 0), (1, 0, 0)]);
         assert_eq!(delete(&broker, "nope", &[(0, 0)]).await, vec![(0, -1, unknown)]);
         assert_eq!(delete(&broker, crate::server::groups::OFFSETS_TOPIC, &[(0, 0)]).await, vec![(0, -1, invalid)], "internal topics are refused");
-        server.shutdown().await.expect("shutdown");
-        let _ = std::fs::remove_dir_all(&dir);
+        test.stop().await;
     }
 }

@@ -273,11 +273,8 @@ mod tests {
     /// validate_only and refused requests change nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn alter_configs_replaces_the_overrides_incremental_changes_them() {
-        let dir = std::env::temp_dir().join(format!("strand-alter-configs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = crate::config::BrokerConfig { listen: "127.0.0.1:0".parse().expect("static address"), data_dir: dir.clone(), ..Default::default() };
-        let server = crate::server::start(crate::runtime::Runtime::real(), config).await.expect("broker starts");
-        let broker = server.broker().clone();
+        let test = crate::server::TestServer::start("alter-configs").await;
+        let broker = test.broker.clone();
         broker.topics.create("t", 1, Default::default()).await.expect("create");
         let overrides = || broker.topics.get("t").expect("topic").overrides.clone().into_iter().collect::<Vec<_>>();
         let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
@@ -307,7 +304,6 @@ mod tests {
         let Reply::Now(ResponseKind::IncrementalAlterConfigs(r)) = incremental_alter(&broker, 1, req).await else { panic!("answers at once") };
         assert_eq!(r.responses[0].error_code, 0);
         assert_eq!(overrides(), pairs(&[("retention.ms", "2000"), ("segment.ms", "60000")]));
-        server.shutdown().await.expect("shutdown");
-        let _ = std::fs::remove_dir_all(&dir);
+        test.stop().await;
     }
 }
