@@ -1,6 +1,8 @@
 //! `strand bench`: this machine's own limits first, then the broker measured against them,
 //! each figure printed as a ratio to its limit.
 //!
+//! 0. Wait until the disk is quiet (`settle`): deleting the previous run's files makes it stall
+//!    for seconds on a filesystem mounted with `discard`.
 //! 1. Disk: sequential 1 MiB writes, `fdatasync` after each, through the same `Disk` the broker
 //!    uses: MiB/s over the volume the broker's throughput phase writes, and the per-fsync
 //!    p50/p99 over at least `FSYNC_SAMPLES_MIN` syncs. (Sampling for as long as the latency
@@ -83,6 +85,12 @@ async fn bench_in(args: &BenchArgs, rt: &Runtime, root: &std::path::Path) -> any
         }
         let dir = root.join(format!("run-{run}"));
         rt.disk.create_dir_all(&dir).await?;
+        let (waited, quiet) = settle(rt, &dir).await?;
+        if quiet {
+            println!("disk   quiet after {:.1} s (no fdatasync of a small append above {} ms for {} s)", waited.as_secs_f64(), SETTLE_STALL.as_millis(), SETTLE_QUIET.as_secs());
+        } else {
+            println!("disk   NOT quiet after {:.0} s of waiting (fdatasyncs of a small append still stall above {} ms): this run's figures carry the disk's stalls", waited.as_secs_f64(), SETTLE_STALL.as_millis());
+        }
         runs.push(bench_once(args, rt, &dir).await?);
         let _ = rt.disk.remove_dir_all(&dir).await;
         println!();
@@ -145,6 +153,53 @@ async fn bench_once(args: &BenchArgs, rt: &Runtime, root: &std::path::Path) -> a
     outcome
 }
 
+/// A single fdatasync of a small append slower than this is a stall of the disk, not its usual
+/// latency (a few ms at most on the development VM).
+const SETTLE_STALL: Duration = Duration::from_millis(20);
+/// How long the disk must go without a stall before a run starts.
+const SETTLE_QUIET: Duration = Duration::from_secs(4);
+/// How long to wait for that at most.
+const SETTLE_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Wait until the disk has gone `SETTLE_QUIET` without a stall, probing it with small appends
+/// and `fdatasync`s; returns how long that took and whether it happened within
+/// `SETTLE_WAIT_MAX`.
+///
+/// Why: on a filesystem mounted with `discard` (the development VM's root is), blocks freed by
+/// deleting files are discarded in the background over the next seconds, and meanwhile single
+/// fdatasyncs stall for 60-250 ms (measured with four plain C writers: none above 10 ms for
+/// 20 s when nothing had been deleted; stalls of 100-250 ms within 4 s after deleting 2 GiB, even
+/// with a syncfs and 6 s of waiting in between). Each run deletes the previous run's few GiB,
+/// and one such stall in a 10 s latency phase holds a few percent of the requests, which is
+/// more than a p99 allows: a run would measure the previous run's clean-up, not the broker.
+/// The probe file stays in the run's directory (deleting it would free blocks again).
+async fn settle(rt: &Runtime, dir: &std::path::Path) -> anyhow::Result<(Duration, bool)> {
+    const PROBE_BYTES: usize = 4096;
+    let file = rt.disk.open(&dir.join("settle-probe.bin"), true).await?;
+    let probe = Bytes::from(vec![0u8; PROBE_BYTES]);
+    let start = rt.clock.monotonic();
+    let mut quiet_since = start;
+    let mut pos = 0u64;
+    loop {
+        let now = rt.clock.monotonic();
+        if now - quiet_since >= SETTLE_QUIET {
+            return Ok((now - start, true));
+        }
+        if now - start >= SETTLE_WAIT_MAX {
+            return Ok((now - start, false));
+        }
+        file.write_at(pos, probe.clone()).await?;
+        pos += PROBE_BYTES as u64;
+        let synced = rt.clock.monotonic();
+        file.sync_data().await?;
+        let after = rt.clock.monotonic();
+        if after - synced > SETTLE_STALL {
+            quiet_since = after;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Fewest fsyncs the disk limit's p99 is taken over: with only a few hundred, the p99 is the
 /// third or fourth slowest sync and swings by a fifth from run to run.
 const FSYNC_SAMPLES_MIN: usize = 1024;
@@ -166,7 +221,9 @@ struct DiskLimit {
 
 async fn disk_limit(rt: &Runtime, root: &std::path::Path, total_bytes: u64) -> anyhow::Result<DiskLimit> {
     const CHUNK_BYTES: u64 = 1024 * 1024;
-    /// Files are replaced after this much, so the measurement needs little free space.
+    /// A new file after this much. The files stay until the run's directory is removed:
+    /// deleting them as the measurement went freed blocks whose discard (on a filesystem
+    /// mounted with `discard`) stalled the measurement's own syncs and the broker's (`settle`).
     const FILE_BYTES: u64 = 256 * CHUNK_BYTES;
     let chunk = Bytes::from(vec![0xa5u8; CHUNK_BYTES as usize]);
     let mut fsyncs = Vec::new();
@@ -195,7 +252,6 @@ async fn disk_limit(rt: &Runtime, root: &std::path::Path, total_bytes: u64) -> a
             }
         }
         drop(file);
-        rt.disk.remove(&path).await?;
         n_file += 1;
     }
     let (first_elapsed, first_n) = first_elapsed.expect("the loop writes at least total_bytes");
