@@ -336,13 +336,26 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Replace a topic's overrides (already validated by the caller via `config_for`).
-    pub async fn alter_configs(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<(), AdminError> {
+    /// Alter a topic's overrides to what `alter` makes of its current ones, validated as a
+    /// whole (and only validated when `validate_only`). The read, the change and the write all
+    /// happen under the admin lock, so two alters of one topic each see the other's result
+    /// (regression: the overrides were read before waiting for the lock, and the later write
+    /// put back a value the earlier one had replaced).
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        validate_only: bool,
+        alter: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
+    ) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
         let topic = self.get(name).ok_or_else(|| {
             AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
         })?;
+        let overrides = alter(&topic.overrides)?;
         let config = self.config_with(&overrides)?;
+        if validate_only {
+            return Ok(());
+        }
         let altered = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
@@ -359,11 +372,6 @@ impl TopicRegistry {
             partition.set_config(config.clone()).await;
         }
         Ok(())
-    }
-
-    /// The config a topic would have with these overrides.
-    pub fn config_for(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, AdminError> {
-        self.config_with(overrides)
     }
 
     /// A producer id never handed out before (InitProducerId). Reserves a new block durably

@@ -178,18 +178,7 @@ async fn alter_resource(
     alter: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
 ) -> Result<(), AdminError> {
     match resource_type {
-        RESOURCE_TOPIC => {
-            let topic = broker
-                .topics
-                .get(name)
-                .ok_or_else(|| AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist.")))?;
-            let overrides = alter(&topic.overrides)?;
-            broker.topics.config_for(&overrides)?;
-            if validate_only {
-                return Ok(());
-            }
-            broker.topics.alter_configs(&topic.name, overrides).await
-        }
+        RESOURCE_TOPIC => broker.topics.alter_configs(name, validate_only, alter).await,
         RESOURCE_BROKER => Err(AdminError::new(
             ErrorCode::INVALID_REQUEST,
             "dynamic broker configs are not supported; edit strand.toml and restart",
@@ -304,6 +293,40 @@ mod tests {
         let Reply::Now(ResponseKind::IncrementalAlterConfigs(r)) = incremental_alter(&broker, 1, req).await else { panic!("answers at once") };
         assert_eq!(r.responses[0].error_code, 0);
         assert_eq!(overrides(), pairs(&[("retention.ms", "2000"), ("segment.ms", "60000")]));
+        test.stop().await;
+    }
+
+    fn set_op(resource: &str, key: &str, value: &str) -> IncrementalAlterConfigsRequest {
+        use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig as Op;
+        IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(str_bytes(resource))
+            .with_configs(vec![Op::default().with_name(str_bytes(key)).with_config_operation(OP_SET).with_value(Some(str_bytes(value)))])])
+    }
+
+    /// Two IncrementalAlterConfigs of different keys of one topic, queued behind another admin
+    /// operation, both take effect: each applies its change to the overrides as the other left
+    /// them. (Regression: each read the overrides before waiting its turn, and the second
+    /// write put back the value the first had replaced.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_alters_of_one_topic_lose_no_update() {
+        let test = crate::server::TestServer::start("alter-race").await;
+        let broker = test.broker.clone();
+        broker.topics.create("t", 1, Default::default()).await.expect("create");
+        // A create holds the admin lock across its disk work; both alters arrive meanwhile.
+        let b = broker.clone();
+        let create = tokio::spawn(async move { b.topics.create("other", 8, Default::default()).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        let (b1, b2) = (broker.clone(), broker.clone());
+        let first = tokio::spawn(async move { incremental_alter(&b1, 1, set_op("t", "retention.ms", "1000")).await });
+        let second = tokio::spawn(async move { incremental_alter(&b2, 1, set_op("t", "segment.ms", "60000")).await });
+        create.await.unwrap().expect("create other");
+        for reply in [first.await.unwrap(), second.await.unwrap()] {
+            let Reply::Now(ResponseKind::IncrementalAlterConfigs(r)) = reply else { panic!("answers at once") };
+            assert_eq!(r.responses[0].error_code, 0);
+        }
+        let overrides: Vec<_> = broker.topics.get("t").expect("topic").overrides.clone().into_iter().collect();
+        assert_eq!(overrides, vec![("retention.ms".to_string(), "1000".to_string()), ("segment.ms".to_string(), "60000".to_string())]);
         test.stop().await;
     }
 }
