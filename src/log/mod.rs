@@ -701,7 +701,7 @@ fn truncate_point(valid_bytes: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// A read planned under the partition's lock and run without it, so appends, syncs and other
 /// reads of the partition go on while this one waits for the disk. It covers the segments as

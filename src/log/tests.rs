@@ -322,7 +322,7 @@ async fn partition_group_commit_many_appenders() {
 
 /// A disk that can be told to fail writes (after writing part of the data, as a full disk
 /// does) or syncs, over the real one.
-mod faulty {
+pub(crate) mod faulty {
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -438,7 +438,7 @@ mod faulty {
     }
 }
 
-fn faulty_runtime() -> (Runtime, std::sync::Arc<faulty::Faults>) {
+pub(crate) fn faulty_runtime() -> (Runtime, std::sync::Arc<faulty::Faults>) {
     let faults = std::sync::Arc::new(faulty::Faults::default());
     let disk = faulty::FaultyDisk { inner: crate::runtime::real::StdDisk::new(), faults: faults.clone() };
     (Runtime { disk: std::sync::Arc::new(disk), clock: Runtime::real().clock }, faults)

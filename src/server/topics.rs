@@ -120,10 +120,10 @@ impl TopicRegistry {
             .await
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
         let meta_path = data_dir.join(META_FILE);
-        let existing = read_whole(rt.disk.as_ref(), &meta_path).await?;
+        let existing = read_meta(&rt, &meta_path).await?;
         let is_new = existing.is_none();
         let meta = match existing {
-            Some(bytes) => decode_meta(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?,
+            Some(meta) => meta,
             None => MetaFile {
                 version: META_VERSION,
                 cluster_id: *rng::random_uuid().as_bytes(),
@@ -452,6 +452,28 @@ impl TopicRegistry {
     }
 }
 
+/// Reads of the metadata file before a failed check counts as a corrupt file rather than a bad
+/// read (a bit flipped on the way from the disk: the next read is clean).
+const META_READS: usize = 3;
+
+/// The metadata file, or `None` when there is none (a new cluster). A file that fails its
+/// checks in every one of `META_READS` reads stops the broker: starting without it would
+/// forget every topic.
+async fn read_meta(rt: &Runtime, path: &Path) -> anyhow::Result<Option<MetaFile>> {
+    let mut last = String::new();
+    for _ in 0..META_READS {
+        let Some(bytes) = read_whole(rt.disk.as_ref(), path).await? else { return Ok(None) };
+        match decode_meta(&bytes) {
+            Ok(meta) => return Ok(Some(meta)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "metadata file failed its checks; reading it again");
+                last = e;
+            }
+        }
+    }
+    Err(anyhow::anyhow!("{}: {last} (in {META_READS} reads)", path.display()))
+}
+
 fn decode_meta(bytes: &[u8]) -> Result<MetaFile, String> {
     if bytes.len() < 4 {
         return Err("metadata file is truncated".into());
@@ -500,6 +522,38 @@ mod tests {
         let registry = TopicRegistry::open(Runtime::real(), dir.clone(), TopicConfig::default()).await.unwrap();
         assert!(dir.join("backup-2/notes.txt").exists(), "a foreign file was deleted");
         assert!(!dir.join("stale-0").exists(), "an orphan partition directory was kept");
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A bit flipped while reading the metadata file is read again (the stored file is
+    /// intact); a file that stays corrupt stops the start rather than forget every topic.
+    #[tokio::test]
+    async fn a_bad_read_of_the_metadata_file_is_read_again_a_corrupt_file_stops_the_start() {
+        let dir = std::env::temp_dir().join(format!("strand-meta-read-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (rt, faults) = crate::log::tests::faulty_runtime();
+        let registry = TopicRegistry::open(rt.clone(), dir.clone(), TopicConfig::default()).await.unwrap();
+        registry.create("kept", 2, BTreeMap::new()).await.unwrap();
+        let cluster = registry.cluster_id();
+        registry.close_all().await;
+        drop(registry);
+
+        // Two bad reads: the third is good.
+        faults.corrupt_next_reads(META_FILE, 2);
+        let registry = TopicRegistry::open(rt.clone(), dir.clone(), TopicConfig::default()).await.unwrap();
+        assert_eq!(faults.corrupt_reads_left(), 0, "the bad reads were used up");
+        assert_eq!(registry.get("kept").map(|t| t.partitions.len()), Some(2));
+        assert_eq!(registry.cluster_id(), cluster);
+        registry.close_all().await;
+        drop(registry);
+
+        faults.corrupt_next_reads(META_FILE, META_READS as u64);
+        let err = TopicRegistry::open(rt.clone(), dir.clone(), TopicConfig::default()).await.err().expect("must not start");
+        assert!(err.to_string().contains("strand.meta"), "{err}");
+        // The file is intact: the next start finds the topic.
+        let registry = TopicRegistry::open(rt, dir.clone(), TopicConfig::default()).await.unwrap();
+        assert!(registry.get("kept").is_some());
         registry.close_all().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
