@@ -160,10 +160,9 @@ fn values_for(producer: usize, batch: usize, n: usize, pad: usize) -> Vec<String
     (0..n).map(|i| format!("p{producer}-b{batch}-r{i}{}", ".".repeat(pad))).collect()
 }
 
-/// One produce attempt; Ok(Some(base_offset)) when acknowledged.
 /// An idempotent producer's identity and next sequence number.
 #[derive(Debug, Clone, Copy)]
-struct Idempotence {
+pub(crate) struct Idempotence {
     producer_id: i64,
     epoch: i16,
     next_seq: i32,
@@ -179,19 +178,21 @@ async fn init_producer_id(client: &mut Client) -> anyhow::Result<(i64, i16)> {
     Ok((r.producer_id.0, r.producer_epoch))
 }
 
-async fn produce_once(client: &mut Client, values: &[String], now_ms: i64, acks: i16, idem: Option<Idempotence>) -> anyhow::Result<Result<i64, i16>> {
-    let batch = match idem {
-        None => {
-            let records: Vec<(Option<Bytes>, Bytes)> = values.iter().map(|v| (None, Bytes::from(v.clone()))).collect();
-            strand::cli::produce::encode_batch(&records, now_ms)?
-        }
-        Some(i) => {
-            let records: Vec<(Option<Bytes>, Option<Bytes>)> = values.iter().map(|v| (None, Some(Bytes::from(v.clone())))).collect();
-            strand::protocol::batch::build_producer_batch(0, now_ms, i.producer_id, i.epoch, i.next_seq, &records)
-        }
-    };
+/// One produce attempt to partition 0 of `topic`: Ok(Ok(base offset)) when acknowledged
+/// (-1 with acks=0, which has no answer), Ok(Err(code)) when refused.
+pub(crate) async fn produce_once(
+    client: &mut Client,
+    topic: &'static str,
+    values: &[String],
+    now_ms: i64,
+    acks: i16,
+    idem: Option<Idempotence>,
+) -> anyhow::Result<Result<i64, i16>> {
+    let (producer_id, epoch, base_sequence) = idem.map_or((-1, -1, -1), |i| (i.producer_id, i.epoch, i.next_seq));
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> = values.iter().map(|v| (None, Some(Bytes::from(v.clone())))).collect();
+    let batch = strand::protocol::batch::build_producer_batch(0, now_ms, producer_id, epoch, base_sequence, &records);
     let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(5_000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+        .with_name(TopicName(StrBytes::from_static_str(topic)))
         .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
     if acks == 0 {
         // No answer comes; offset -1 marks "sent, unacknowledged".
@@ -248,7 +249,7 @@ async fn producer(id: usize, opts: Options, rec: Shared, clock: SimClock) {
             let outcome = match client.as_mut() {
                 None => None,
                 Some(_) if idempotent && idem.is_none() => None,
-                Some(c) => Some(produce_once(c, &values, strand::runtime::Clock::wall_ms(&clock), acks, idem).await),
+                Some(c) => Some(produce_once(c, TOPIC, &values, strand::runtime::Clock::wall_ms(&clock), acks, idem).await),
             };
             match outcome {
                 Some(Ok(Ok(-1))) => {

@@ -9,12 +9,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{DeleteRecordsRequest, FetchRequest, ListOffsetsRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{DeleteRecordsRequest, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use madsim::rand::Rng;
@@ -32,14 +30,7 @@ fn topic_name() -> TopicName {
 
 /// Produce `values` as one batch with acks=all: Ok(Ok(base offset)) when acknowledged.
 async fn produce(client: &mut Client, values: &[String], now_ms: i64) -> anyhow::Result<Result<i64, i16>> {
-    let records: Vec<(Option<Bytes>, Bytes)> = values.iter().map(|v| (None, Bytes::from(v.clone()))).collect();
-    let batch = strand::cli::produce::encode_batch(&records, now_ms)?;
-    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(5_000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(topic_name())
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
-    let response = tokio::time::timeout(TIMEOUT, client.send_at(&request, 8)).await.map_err(|_| anyhow::anyhow!("produce timed out"))??;
-    let p = &response.responses[0].partition_responses[0];
-    Ok(if p.error_code == 0 { Ok(p.base_offset) } else { Err(p.error_code) })
+    crate::scenario::produce_once(client, TRIM_TOPIC, values, now_ms, -1, None).await
 }
 
 /// DeleteRecords before `offset`: (error code, low watermark).

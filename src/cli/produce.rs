@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use tokio::io::AsyncBufReadExt;
 
 use crate::cli::ProduceArgs;
@@ -43,29 +42,8 @@ pub fn parse_acks(s: &str) -> anyhow::Result<i16> {
 
 /// Encode one batch of (key, value) records, timestamped now.
 pub fn encode_batch(records: &[(Option<Bytes>, Bytes)], timestamp_ms: i64) -> anyhow::Result<Bytes> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // One batch only while offset - sequence is constant; base_sequence -1 = none.
-            sequence: i as i32 - 1,
-            timestamp: timestamp_ms,
-            key: k.clone(),
-            value: Some(v.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })?;
-    Ok(buf.freeze())
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> = records.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+    Ok(crate::protocol::batch::build_batch(0, timestamp_ms, &records))
 }
 
 pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
