@@ -9,56 +9,48 @@ use std::process::{Command, Stdio};
 
 use common::Broker;
 
-#[test]
-fn kafka_python_round_trip() {
+fn need_kcat() {
+    let have = Command::new("kcat").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(have, "kcat is not on PATH: run ci/setup.sh");
+}
+
+/// Run `tests/clients/<script>` against the broker with kafka-python (120 s at most); its
+/// trimmed stdout. Fails the test when kafka-python is missing or the script fails.
+fn run_python(broker: &Broker, script: &str, args: &[&str]) -> String {
     let have = Command::new("python3").args(["-c", "import kafka"]).status().map(|s| s.success()).unwrap_or(false);
     assert!(have, "kafka-python is not installed (python3 -c 'import kafka' fails): run ci/setup.sh");
-    let broker = Broker::start("kafka-python");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kafka_python_roundtrip.py");
-    let out = Command::new("timeout").args(["120", "python3", script, &broker.addr(), "py-topic", "500"]).output().unwrap();
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("timeout").args(["120", "python3", &path, &broker.addr()]).args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "kafka-python round trip failed ({}):\n{stdout}\n{}\n{}",
+        "{script} failed ({}):\n{stdout}\n{}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr),
         broker.log_tail()
     );
-    assert_eq!(stdout.trim(), "ok 500");
+    stdout.trim().to_string()
+}
+
+#[test]
+fn kafka_python_round_trip() {
+    let broker = Broker::start("kafka-python");
+    assert_eq!(run_python(&broker, "kafka_python_roundtrip.py", &["py-topic", "500"]), "ok 500");
 }
 
 /// kafka-python's admin client: the older AlterConfigs (incremental=False) and DeleteRecords.
 #[test]
 fn kafka_python_admin_alter_configs_and_delete_records() {
-    let have = Command::new("python3").args(["-c", "import kafka"]).status().map(|s| s.success()).unwrap_or(false);
-    assert!(have, "kafka-python is not installed (python3 -c 'import kafka' fails): run ci/setup.sh");
     let broker = Broker::start("kafka-python-admin");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kafka_python_admin.py");
-    let out = Command::new("timeout").args(["120", "python3", script, &broker.addr()]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kafka-python admin failed ({}):\n{stdout}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        broker.log_tail()
-    );
-    assert_eq!(stdout.trim(), "ok");
+    assert_eq!(run_python(&broker, "kafka_python_admin.py", &[]), "ok");
 }
 
 #[test]
 fn kcat_round_trip() {
-    let have = Command::new("kcat").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(have, "kcat is not on PATH: run ci/setup.sh");
+    need_kcat();
     let broker = Broker::start("kcat");
     let lines: Vec<String> = (0..300).map(|i| format!("key{i}:line {i}")).collect();
-    let mut producer = Command::new("timeout")
-        .args(["60", "kcat", "-b", &broker.addr(), "-P", "-t", "kcat-topic", "-K:", "-X", "request.required.acks=-1"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    producer.stdin.take().unwrap().write_all((lines.join("\n") + "\n").as_bytes()).unwrap();
-    assert!(producer.wait().unwrap().success(), "kcat -P failed:\n{}", broker.log_tail());
+    kcat_produce(&broker, "kcat-topic", &lines);
     let out = Command::new("timeout")
         .args(["60", "kcat", "-b", &broker.addr(), "-C", "-t", "kcat-topic", "-o", "beginning", "-e", "-q", "-K:"])
         .output()
@@ -118,8 +110,7 @@ fn kcat_group_run(broker: &Broker, group: &str, topic: &str) -> Vec<String> {
 
 #[test]
 fn kcat_balanced_consumer_resumes_from_committed_offsets() {
-    let have = Command::new("kcat").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(have, "kcat is not on PATH: run ci/setup.sh");
+    need_kcat();
     let broker = Broker::start_with("kcat-group", GROUP_BROKER_CONFIG);
     create_topic(&broker, "kcat-g", 3);
     let first: Vec<String> = (0..60).map(|i| format!("key{i}:old-{i:03}")).collect();
@@ -146,19 +137,7 @@ fn kcat_balanced_consumer_resumes_from_committed_offsets() {
 
 #[test]
 fn kafka_python_group_shares_partitions_and_resumes() {
-    let have = Command::new("python3").args(["-c", "import kafka"]).status().map(|s| s.success()).unwrap_or(false);
-    assert!(have, "kafka-python is not installed (python3 -c 'import kafka' fails): run ci/setup.sh");
     let broker = Broker::start_with("kafka-python-group", GROUP_BROKER_CONFIG);
     create_topic(&broker, "py-group", 4);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kafka_python_group.py");
-    let out = Command::new("timeout").args(["120", "python3", script, &broker.addr(), "py-group", "4", "400"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kafka-python group failed ({}):\n{stdout}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        broker.log_tail()
-    );
-    assert_eq!(stdout.trim(), "ok 400");
+    assert_eq!(run_python(&broker, "kafka_python_group.py", &["py-group", "4", "400"]), "ok 400");
 }
