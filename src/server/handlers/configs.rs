@@ -15,6 +15,7 @@ use kafka_protocol::messages::incremental_alter_configs_response::{
     AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::messages::ResponseKind;
+use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
 use crate::config::TOPIC_CONFIG_KEYS;
@@ -187,6 +188,15 @@ async fn alter_resource(
     }
 }
 
+/// The error code and message of one resource's answer (both alter responses carry the pair,
+/// in two different generated types).
+fn error_fields(outcome: Result<(), AdminError>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err(e) => (e.code.code(), Some(str_bytes(&e.message))),
+    }
+}
+
 pub async fn incremental_alter(broker: &Arc<Broker>, _version: i16, req: IncrementalAlterConfigsRequest) -> Reply {
     if req.resources.len() > REQUEST_PARTITIONS_MAX {
         return Reply::Malformed(format!("alter configs names {} resources", req.resources.len()));
@@ -194,13 +204,14 @@ pub async fn incremental_alter(broker: &Arc<Broker>, _version: i16, req: Increme
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in &req.resources {
         let outcome = alter_resource(broker, r.resource_type, r.resource_name.as_str(), req.validate_only, |current| apply_ops(current, r)).await;
-        let base = AlterConfigsResourceResponse::default()
-            .with_resource_type(r.resource_type)
-            .with_resource_name(r.resource_name.clone());
-        responses.push(match outcome {
-            Ok(()) => base,
-            Err(e) => base.with_error_code(e.code.code()).with_error_message(Some(str_bytes(&e.message))),
-        });
+        let (error_code, error_message) = error_fields(outcome);
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(error_code)
+                .with_error_message(error_message),
+        );
     }
     Reply::Now(ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses)))
 }
@@ -230,13 +241,14 @@ pub async fn alter(broker: &Arc<Broker>, _version: i16, req: AlterConfigsRequest
             Ok(overrides)
         };
         let outcome = alter_resource(broker, r.resource_type, r.resource_name.as_str(), req.validate_only, replace).await;
-        let base = AlterConfigsResourceResponse::default()
-            .with_resource_type(r.resource_type)
-            .with_resource_name(r.resource_name.clone());
-        responses.push(match outcome {
-            Ok(()) => base,
-            Err(e) => base.with_error_code(e.code.code()).with_error_message(Some(str_bytes(&e.message))),
-        });
+        let (error_code, error_message) = error_fields(outcome);
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(error_code)
+                .with_error_message(error_message),
+        );
     }
     Reply::Now(ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses)))
 }
