@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    FetchRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
+    GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
     ProduceRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -95,15 +94,7 @@ async fn committed(client: &mut Client, partitions: i32) -> anyhow::Result<BTree
 
 /// Fetch from one partition: (records' next offset, high watermark).
 async fn fetch_next(client: &mut Client, partition: i32, from: i64) -> anyhow::Result<(i64, i64)> {
-    let request = FetchRequest::default()
-        .with_replica_id((-1).into())
-        .with_max_wait_ms(100)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(s(GROUP_TOPIC)))
-            .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(from).with_partition_max_bytes(1 << 20)])]);
+    let request = strand::client::fetch_request(GROUP_TOPIC, [(partition, from)], 100, 1 << 20, 1 << 20);
     let r = timed(client.send_at(&request, 11)).await?;
     let p = &r.responses[0].partitions[0];
     if p.error_code != 0 {

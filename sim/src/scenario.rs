@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use madsim::rand::Rng;
@@ -343,15 +342,7 @@ async fn create_topic(c: &mut Client, name: &str, partitions: i32) -> bool {
 type Fetched = (Vec<(i64, String)>, Vec<(i64, i64, i64)>, i64);
 
 async fn fetch_from(client: &mut Client, from: i64) -> anyhow::Result<Fetched> {
-    let request = FetchRequest::default()
-        .with_replica_id((-1).into())
-        .with_max_wait_ms(200)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(from).with_partition_max_bytes(1 << 20)])]);
+    let request = strand::client::fetch_request(TOPIC, [(0, from)], 200, 1 << 20, 1 << 20);
     let response = tokio::time::timeout(Duration::from_secs(10), client.send_at(&request, 11))
         .await
         .map_err(|_| anyhow::anyhow!("fetch timed out"))??;

@@ -10,9 +10,8 @@
 use std::time::Duration;
 
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{DeleteRecordsRequest, FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::{DeleteRecordsRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use madsim::rand::Rng;
@@ -56,14 +55,7 @@ pub async fn earliest(client: &mut Client) -> anyhow::Result<Option<i64>> {
 /// One fetch from `from`: (error code, (offset, value) of the records at or past `from`, high
 /// watermark).
 pub async fn fetch(client: &mut Client, from: i64) -> anyhow::Result<(i16, Vec<(i64, String)>, i64)> {
-    let request = FetchRequest::default()
-        .with_replica_id((-1).into())
-        .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name())
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(from).with_partition_max_bytes(1 << 20)])]);
+    let request = strand::client::fetch_request(TRIM_TOPIC, [(0, from)], 0, 1 << 20, 1 << 20);
     let response = tokio::time::timeout(TIMEOUT, client.send_at(&request, 11)).await.map_err(|_| anyhow::anyhow!("fetch timed out"))??;
     let p = &response.responses[0].partitions[0];
     let mut out = Vec::new();

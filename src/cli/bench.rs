@@ -502,21 +502,13 @@ async fn create_topic(client: &mut Client) -> anyhow::Result<()> {
 
 /// Fetch one whole partition from offset 0; returns (MiB/s, record-batch bytes read).
 async fn consume_all(client: &mut Client, clock: &dyn Clock, partition: i32) -> anyhow::Result<(f64, u64)> {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::FetchRequest;
     let version = client.version_for::<FetchRequest>(12)?;
     let mut offset = 0i64;
     let mut bytes = 0u64;
     let start = clock.monotonic();
     loop {
-        let request = FetchRequest::default()
-            .with_replica_id((-1).into())
-            .with_max_wait_ms(0)
-            .with_max_bytes(16 * 1024 * 1024)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(16 * 1024 * 1024)])]);
+        let request = crate::client::fetch_request(TOPIC, [(partition, offset)], 0, 16 * 1024 * 1024, 16 * 1024 * 1024);
         let response = client.send_at(&request, version).await?;
         let p = response
             .responses

@@ -7,9 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{FetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::FetchRequest;
 
 use crate::cli::ConsumeArgs;
 use crate::client::records::decode_fetched;
@@ -48,15 +46,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         let stdout = std::io::stdout();
         let version = client.version_for::<FetchRequest>(12)?;
         loop {
-            let request = FetchRequest::default()
-                .with_replica_id((-1).into())
-                .with_max_wait_ms(500)
-                .with_min_bytes(1)
-                .with_max_bytes(8 * 1024 * 1024)
-                .with_session_epoch(-1)
-                .with_topics(vec![FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(args.topic.clone())))
-                    .with_partitions(next.iter().map(|(p, o)| FetchPartition::default().with_partition(*p).with_fetch_offset(*o).with_partition_max_bytes(PARTITION_MAX_BYTES)).collect())]);
+            let request = crate::client::fetch_request(&args.topic, next.iter().map(|(p, o)| (*p, *o)), 500, 8 * 1024 * 1024, PARTITION_MAX_BYTES);
             let response = client.send_at(&request, version).await?;
             if response.error_code != 0 {
                 bail!("fetch: {}", error_name(response.error_code));

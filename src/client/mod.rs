@@ -175,3 +175,28 @@ pub fn encode_request<R: Request>(request: &R, version: i16, correlation_id: i32
     buf[..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
 }
+
+/// A consumer's Fetch of one topic's partitions from the given offsets (no fetch session, no
+/// rack): waits up to `max_wait_ms` for at least one byte, takes at most `max_bytes` in all and
+/// `partition_max_bytes` per partition.
+pub fn fetch_request(
+    topic: &str,
+    from: impl IntoIterator<Item = (i32, i64)>,
+    max_wait_ms: i32,
+    max_bytes: i32,
+    partition_max_bytes: i32,
+) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(
+            from.into_iter()
+                .map(|(partition, offset)| FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(partition_max_bytes))
+                .collect(),
+        )])
+}
