@@ -16,6 +16,10 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const REQUEST_PARTITIONS_MAX: usize = 100_000;
 /// Records in one batch (a batch's count field is checked against this before use).
 pub const BATCH_RECORDS_MAX: i32 = 1 << 24;
+/// Offsets one produce request may take in one partition (the sum of its batches' record
+/// counts). Keeps a segment's relative offsets (u32 in its indexes) in range: a segment rolls
+/// before a request that would take it past 2^32 offsets.
+pub const REQUEST_OFFSET_SPAN_MAX: i64 = 1 << 30;
 /// Longest a fetch may wait (a client's max_wait_ms is capped to this).
 pub const FETCH_WAIT_MS_MAX: u64 = 60_000;
 /// Largest fetch response we build, whatever the client asks.
@@ -26,6 +30,8 @@ pub const MESSAGE_BYTES_MAX: i64 = 64 * 1024 * 1024;
 pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 300_000;
 
 const _: () = assert!(MESSAGE_BYTES_MAX as usize <= REQUEST_FRAME_BYTES_MAX);
+const _: () = assert!(BATCH_RECORDS_MAX as i64 <= REQUEST_OFFSET_SPAN_MAX);
+const _: () = assert!(2 * REQUEST_OFFSET_SPAN_MAX < u32::MAX as i64);
 const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= CONNECTION_IN_FLIGHT_BYTES_MAX);
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX <= i32::MAX as usize);
 const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= i32::MAX as usize);

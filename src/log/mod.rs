@@ -52,6 +52,8 @@ pub enum Error {
     InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
     #[error("a produce request from an idempotent producer must carry exactly one batch per partition, not {batches}")]
     IdempotentBatchCount { batches: usize },
+    #[error("the request's batches hold {span} records for one partition, more than {max}")]
+    OffsetSpan { span: i64, max: i64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -276,6 +278,10 @@ impl PartitionLog {
         if let Some(b) = batches.iter().find(|b| b.size_bytes() > max_bytes) {
             return Err(Error::MessageTooLarge { size_bytes: b.size_bytes(), max_bytes });
         }
+        let span: i64 = batches.iter().map(|b| i64::from(b.records_count())).sum();
+        if span > crate::limits::REQUEST_OFFSET_SPAN_MAX {
+            return Err(Error::OffsetSpan { span, max: crate::limits::REQUEST_OFFSET_SPAN_MAX });
+        }
         if batches.iter().any(|b| b.producer_id() >= 0 && b.base_sequence() >= 0) {
             if batches.len() != 1 {
                 return Err(Error::IdempotentBatchCount { batches: batches.len() });
@@ -327,7 +333,7 @@ impl PartitionLog {
             pos += size;
         }
         let total_bytes = pos as u64;
-        self.maybe_roll(total_bytes, now_ms).await?;
+        self.maybe_roll(total_bytes, span, now_ms).await?;
         let position = self.active().size_bytes;
         let file = self.active().file.clone();
         if let Err(e) = file.write_parts_at(position, parts).await {
@@ -419,9 +425,10 @@ impl PartitionLog {
         self.producers = states;
     }
 
-    /// Roll to a new segment if appending `incoming_bytes` would overfill the active one, its
-    /// index is full, or it is older than `segment.ms`.
-    async fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<()> {
+    /// Roll to a new segment if appending `incoming_bytes` holding `incoming_offsets` records
+    /// would overfill the active one (in bytes, or in offsets past what its u32 relative
+    /// offsets hold), its index is full, or it is older than `segment.ms`.
+    async fn maybe_roll(&mut self, incoming_bytes: u64, incoming_offsets: i64, now_ms: i64) -> Result<()> {
         let seg = self.active();
         if seg.is_empty() {
             return Ok(());
@@ -430,7 +437,7 @@ impl PartitionLog {
         let too_big = seg.size_bytes + incoming_bytes > self.config.segment_bytes;
         let index_full = seg.offset_index.len() >= index_entries_max;
         let too_old = seg.first_append_wall_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms);
-        let offsets_full = seg.next_offset - seg.base_offset > i64::from(u32::MAX) / 2;
+        let offsets_full = seg.next_offset - seg.base_offset + incoming_offsets > i64::from(u32::MAX);
         if too_big || index_full || too_old || offsets_full {
             self.roll().await?;
         }

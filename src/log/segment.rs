@@ -303,5 +303,12 @@ fn check(b: &BatchView<'_>, seg: &Segment, pos: u64) -> std::result::Result<(), 
     if b.base_offset() != seg.next_offset {
         return Err(format!("batch base offset {} where {} was expected", b.base_offset(), seg.next_offset));
     }
+    // The indexes hold offsets and positions relative to the segment as u32.
+    if b.next_offset() - seg.base_offset > i64::from(u32::MAX) {
+        return Err(format!("batch ends at offset {}, more than 2^32 past the segment base {}", b.next_offset(), seg.base_offset));
+    }
+    if pos + b.size_bytes() as u64 > u64::from(u32::MAX) {
+        return Err(format!("batch ends at byte {}, past the 4 GiB a segment may hold", pos + b.size_bytes() as u64));
+    }
     Ok(())
 }

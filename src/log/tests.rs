@@ -879,3 +879,53 @@ async fn an_index_read_that_does_not_read_the_same_twice_is_rebuilt() {
     assert_eq!(log.segments.iter().map(|s| (s.base_offset, s.max_timestamp)).collect::<Vec<_>>(), expected);
     assert_eq!(log.max_timestamp_and_offset(), Some((4_900, 39)));
 }
+
+/// A batch with its offset range and record count rewritten (CRC recomputed so only these
+/// fields are wrong), as a hostile client could send.
+fn batch_with_counts(last_offset_delta: i32, count: i32) -> Vec<u8> {
+    use crate::protocol::batch::{ATTRIBUTES_AT, CRC_AT, LAST_OFFSET_DELTA_AT, RECORDS_COUNT_AT};
+    let mut b = batch(&["v"], 1).to_vec();
+    b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&last_offset_delta.to_be_bytes());
+    b[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[tokio::test]
+async fn offset_ranges_that_do_not_match_the_count_or_overflow_a_segment_are_rejected() {
+    let dir = TempDir::new("offsetspan");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    log.append(batch(&["first"], 1), 1).await.unwrap();
+    // A batch claiming 2^31 offsets for one record (it once pushed a segment's relative offsets
+    // past u32 and panicked the broker, again on every restart).
+    let wide = batch_with_counts(i32::MAX, 1);
+    let err = log.append(Bytes::from(wide.repeat(3)), 1).await.unwrap_err();
+    assert!(matches!(err, Error::Batch(BatchError::BadCount { last_offset_delta: i32::MAX, .. })), "{err}");
+    assert_eq!(crate::protocol::errors::ErrorCode::from(&err), crate::protocol::errors::ErrorCode::INVALID_RECORD);
+    // Consistent counts, each within the per-batch limit, but together more offsets than one
+    // request may take.
+    let full = crate::limits::BATCH_RECORDS_MAX;
+    let many = batch_with_counts(full - 1, full);
+    let n = (crate::limits::REQUEST_OFFSET_SPAN_MAX / i64::from(full)) as usize + 1;
+    let err = log.append(Bytes::from(many.repeat(n)), 1).await.unwrap_err();
+    assert!(matches!(err, Error::OffsetSpan { .. }), "{err}");
+    assert_eq!(log.log_end_offset(), 1);
+    // The largest request allowed, several times over: the segment rolls before its relative
+    // offsets would leave u32, and the log reopens.
+    let allowed = Bytes::from(many.repeat(n - 1));
+    for _ in 0..6 {
+        log.append(allowed.clone(), 1).await.unwrap();
+    }
+    let end = log.log_end_offset();
+    assert_eq!(end, 1 + 6 * crate::limits::REQUEST_OFFSET_SPAN_MAX);
+    assert!(log.segments.len() >= 2, "rolled before 2^32 offsets");
+    for s in &log.segments {
+        assert!(s.next_offset - s.base_offset <= i64::from(u32::MAX));
+    }
+    sync_all(&mut log).await;
+    drop(log);
+    let log = PartitionLog::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert_eq!(log.log_end_offset(), end);
+}

@@ -207,7 +207,9 @@ impl<'a> BatchView<'a> {
     }
 
     /// Full validation of one batch as a producer sent it or as recovery reads it:
-    /// magic 2, CRC-32C, a sane record count, a known codec.
+    /// magic 2, CRC-32C, a sane record count that matches the batch's offset range
+    /// (`last_offset_delta == records_count - 1`, as Kafka's LogValidator requires of client
+    /// batches; strand never compacts, so its own log holds the same), a known codec.
     pub fn validate(&self, position: usize) -> Result<(), BatchError> {
         if self.magic() != MAGIC_V2 {
             return Err(BatchError::BadMagic { position, magic: self.magic() });
@@ -218,7 +220,7 @@ impl<'a> BatchView<'a> {
         }
         let count = self.records_count();
         let last_offset_delta = self.last_offset_delta();
-        if !(1..=BATCH_RECORDS_MAX).contains(&count) || last_offset_delta < count - 1 {
+        if !(1..=BATCH_RECORDS_MAX).contains(&count) || last_offset_delta != count - 1 {
             return Err(BatchError::BadCount { position, count, last_offset_delta });
         }
         if self.compression() > 4 {

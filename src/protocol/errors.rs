@@ -78,7 +78,7 @@ impl From<&crate::log::Error> for ErrorCode {
             Error::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             Error::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
             Error::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
-            Error::IdempotentBatchCount { .. } => ErrorCode::INVALID_RECORD,
+            Error::IdempotentBatchCount { .. } | Error::OffsetSpan { .. } => ErrorCode::INVALID_RECORD,
             Error::Io { .. } | Error::Failed { .. } | Error::Corrupt { .. } => {
                 ErrorCode::KAFKA_STORAGE_ERROR
             }
