@@ -83,6 +83,10 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigEr
         .map_err(|_| ConfigError(format!("invalid value '{value}' for config '{key}': not a valid number")))
 }
 
+fn not_int(key: &str, value: &str) -> ConfigError {
+    ConfigError(format!("invalid value '{value}' for config '{key}': not a number of type INT (at most {})", i32::MAX))
+}
+
 fn at_least<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, min: T) -> Result<T, ConfigError> {
     if v < min {
         return Err(ConfigError(format!("invalid value {v} for config '{key}': must be at least {min}")));
@@ -94,7 +98,10 @@ impl TopicConfig {
     /// Set one Kafka config key. Rejects unknown keys and out-of-range values.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         match key {
-            "segment.bytes" => self.segment_bytes = at_least(key, parse_num::<u64>(key, value)?, 14)?,
+            // An INT in Kafka (so at most 2^31-1): a segment's index positions are u32.
+            "segment.bytes" => {
+                self.segment_bytes = at_least(key, parse_num::<i32>(key, value).map_err(|_| not_int(key, value))?, 14)? as u64
+            }
             "segment.ms" => self.segment_ms = at_least(key, parse_num(key, value)?, 1)?,
             "retention.ms" => self.retention_ms = at_least(key, parse_num(key, value)?, -1)?,
             "retention.bytes" => self.retention_bytes = at_least(key, parse_num(key, value)?, -1)?,
@@ -390,6 +397,14 @@ mod tests {
         assert!(c.set("no.such.key", "1").unwrap_err().0.contains("no.such.key"));
         assert!(c.set("cleanup.policy", "compact").is_err());
         assert!(c.set("segment.bytes", "1").is_err());
+        // An INT, as in Kafka: 4 GiB and more would overflow a segment's u32 index positions.
+        let e = c.set("segment.bytes", "4294967296").unwrap_err().0;
+        assert!(e.contains("segment.bytes") && e.contains("INT"), "{e}");
+        c.set("segment.bytes", &i32::MAX.to_string()).unwrap();
+        assert_eq!(c.segment_bytes, i32::MAX as u64);
+        let mut broker = BrokerConfig::default();
+        broker.log_segment_bytes = Some(5 << 30);
+        assert!(broker.validate().unwrap_err().0.contains("log_segment_bytes"));
     }
 
     #[test]
