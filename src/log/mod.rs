@@ -209,12 +209,17 @@ impl PartitionLog {
                 file.set_len(cut).await.map_err(io_err(&path))?;
                 file.sync_data().await.map_err(io_err(&path))?;
                 cut_rest = true;
-            } else if let Some(next) = next_base {
-                if seg.next_offset != next {
-                    return Err(Error::Corrupt {
-                        path,
-                        detail: format!("segment ends at offset {} but the next segment starts at {next}", seg.next_offset),
-                    });
+            } else {
+                // What the scan read may be only in the page cache (a process killed before its
+                // fsync); the log end it sets becomes the durable offset below, so make it so.
+                file.sync_data().await.map_err(io_err(&path))?;
+                if let Some(next) = next_base {
+                    if seg.next_offset != next {
+                        return Err(Error::Corrupt {
+                            path,
+                            detail: format!("segment ends at offset {} but the next segment starts at {next}", seg.next_offset),
+                        });
+                    }
                 }
             }
             segments.push(seg);

@@ -344,6 +344,8 @@ pub(crate) mod faulty {
         /// first 8 bytes flipped (a batch's base offset, a checkpoint's value), a different one
         /// each time (byte n % 8, n counting down).
         pub corrupt_reads: std::sync::Mutex<Option<(&'static str, u64)>>,
+        /// Files written to since their last successful sync (what a power loss could take back).
+        pub unsynced: std::sync::Mutex<std::collections::BTreeSet<std::path::PathBuf>>,
     }
 
     impl Faults {
@@ -419,6 +421,7 @@ pub(crate) mod faulty {
                     Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
                 });
             }
+            self.faults.unsynced.lock().unwrap().insert(self.inner.path().to_path_buf());
             self.inner.write_at(pos, data)
         }
         fn sync_data(&self) -> IoFuture<()> {
@@ -427,9 +430,12 @@ pub(crate) mod faulty {
             }
             let delay = self.faults.sync_delay_ms.load(Ordering::SeqCst);
             let sync = self.inner.sync_data();
+            let (faults, path) = (self.faults.clone(), self.inner.path().to_path_buf());
             Box::pin(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-                sync.await
+                sync.await?;
+                faults.unsynced.lock().unwrap().remove(&path);
+                Ok(())
             })
         }
         fn set_len(&self, len: u64) -> IoFuture<()> { self.inner.set_len(len) }
@@ -928,4 +934,27 @@ async fn offset_ranges_that_do_not_match_the_count_or_overflow_a_segment_are_rej
     drop(log);
     let log = PartitionLog::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
     assert_eq!(log.log_end_offset(), end);
+}
+
+#[tokio::test]
+async fn recovery_syncs_what_it_scanned_before_calling_it_durable() {
+    // A process killed before its fsync leaves the appended bytes in the page cache; reopening
+    // reads them back, but a power loss could still take them. They may only count as durable
+    // (be served, acknowledge a duplicate retry) once recovery has synced them.
+    let dir = TempDir::new("recoverysync");
+    let (rt, faults) = faulty_runtime();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), small_config()).await.unwrap();
+    for i in 0..20 {
+        log.append(batch(&[&format!("v{i}")], 1), 1).await.unwrap();
+    }
+    assert!(log.segments.len() >= 2, "rolled: the tail spans the active segment only");
+    let active = segment::log_path(&dir.0, log.segments.last().unwrap().base_offset);
+    assert!(faults.unsynced.lock().unwrap().contains(&active));
+    let end = log.log_end_offset();
+    drop(log); // killed before the flusher ran
+    let log = PartitionLog::open(rt, dir.0.clone(), small_config()).await.unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.durable_offset(), end);
+    let unsynced = faults.unsynced.lock().unwrap().clone();
+    assert!(unsynced.iter().all(|p| p.extension().is_none_or(|e| e != "log")), "segments left unsynced: {unsynced:?}");
 }
