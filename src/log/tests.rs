@@ -958,3 +958,41 @@ async fn recovery_syncs_what_it_scanned_before_calling_it_durable() {
     let unsynced = faults.unsynced.lock().unwrap().clone();
     assert!(unsynced.iter().all(|p| p.extension().is_none_or(|e| e != "log")), "segments left unsynced: {unsynced:?}");
 }
+
+#[tokio::test]
+async fn a_failure_outside_the_flusher_answers_waiting_produces_at_once() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use crate::partition::{Acks, Partition};
+    use crate::protocol::errors::ErrorCode;
+    let dir = TempDir::new("failwake");
+    let (rt, faults) = faulty_runtime();
+    let p = Partition::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    p.append(batch(&["durable"], 1), Acks::Durable).await.unwrap();
+    faults.sync_delay_ms.store(1500, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let p = p.clone();
+        async move { p.append(batch(&["in the running sync"], 1), Acks::Durable).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Appended after the flusher took its sync point: only a later sync could cover it.
+    let second = tokio::spawn({
+        let p = p.clone();
+        async move { p.append(batch(&["after it"], 1), Acks::Durable).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A roll's sync fails: the log is failed, and no later sync will run.
+    faults.eio_on_sync.store(true, Ordering::SeqCst);
+    p.roll().await.unwrap_err();
+    let err = tokio::time::timeout(Duration::from_millis(500), second)
+        .await
+        .expect("the waiting produce is answered when the log fails, not at its timeout")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(ErrorCode::from(&err), ErrorCode::KAFKA_STORAGE_ERROR, "{err}");
+    // The first one too is answered at once, with the error (its sync may yet succeed, but the
+    // partition is failed: the producer retries after a restart).
+    let first = tokio::time::timeout(Duration::from_millis(500), first).await.unwrap().unwrap();
+    assert!(matches!(first, Err(Error::Failed { .. })), "{first:?}");
+}

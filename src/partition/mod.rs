@@ -115,9 +115,7 @@ impl Partition {
             }
             self.append_latency.record(self.rt.clock.monotonic() - started);
             self.log_end_offset.store(log.log_end_offset(), Ordering::SeqCst);
-            if let Some(reason) = log.failure() {
-                *self.failed.lock().expect("failed lock") = Some(reason.to_string());
-            }
+            self.note_failure(log);
             result?
         };
         self.flush_wanted.notify_one();
@@ -209,7 +207,9 @@ impl Partition {
     pub async fn maintain(&self) -> Result<usize> {
         let mut guard = self.log.lock().await;
         let Some(log) = guard.as_mut() else { return Ok(0) };
-        let deleted = log.maintain(self.rt.clock.wall_ms()).await?;
+        let deleted = log.maintain(self.rt.clock.wall_ms()).await;
+        self.note_failure(log);
+        let deleted = deleted?;
         self.log_start_offset.store(log.log_start_offset(), Ordering::SeqCst);
         self.publish(log);
         Ok(deleted)
@@ -224,7 +224,9 @@ impl Partition {
     pub async fn roll(&self) -> Result<()> {
         let mut guard = self.log.lock().await;
         let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
-        log.roll_if_nonempty().await?;
+        let rolled = log.roll_if_nonempty().await;
+        self.note_failure(log);
+        rolled?;
         self.publish(log);
         Ok(())
     }
@@ -233,9 +235,24 @@ impl Partition {
     pub async fn delete_records_before(&self, offset: i64) -> Result<usize> {
         let mut guard = self.log.lock().await;
         let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
-        let n = log.delete_records_before(offset).await?;
+        let n = log.delete_records_before(offset).await;
+        self.note_failure(log);
+        let n = n?;
         self.log_start_offset.store(log.log_start_offset(), Ordering::SeqCst);
         Ok(n)
+    }
+
+    /// If the log failed (outside the flusher too: a write that could not be undone, a sync
+    /// while rolling), record why and wake every produce waiting for durability, so it gets
+    /// the error now rather than at its timeout. The flusher sees the failure and stops.
+    fn note_failure(&self, log: &PartitionLog) {
+        let Some(reason) = log.failure() else { return };
+        let mut failed = self.failed.lock().expect("failed lock");
+        if failed.is_none() {
+            *failed = Some(reason.to_string());
+            drop(failed);
+            self.high_watermark.send_modify(|_| {});
+        }
     }
 
     fn publish(&self, log: &PartitionLog) {
