@@ -181,10 +181,15 @@ pub(crate) struct TestServer {
 #[cfg(all(test, not(madsim)))]
 impl TestServer {
     pub async fn start(name: &str) -> TestServer {
+        TestServer::start_on(name, Runtime::real()).await
+    }
+
+    /// As `start`, on the given runtime (a faulty or slow disk).
+    pub async fn start_on(name: &str, rt: Runtime) -> TestServer {
         let dir = std::env::temp_dir().join(format!("strand-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = BrokerConfig { listen: "127.0.0.1:0".parse().expect("static address"), data_dir: dir.clone(), ..Default::default() };
-        let server = start(Runtime::real(), config).await.expect("broker starts");
+        let server = start(rt, config).await.expect("broker starts");
         let broker = server.broker().clone();
         TestServer { server, broker, dir }
     }

@@ -92,7 +92,10 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: ProduceRequest) -> 
     if acks == Acks::None {
         return if any_error { Reply::Close } else { Reply::NoResponse };
     }
-    let timeout = Duration::from_millis((req.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX));
+    // Kafka applies timeout_ms only to acks=all's wait for the in-sync replicas; acks=1 is
+    // answered once the leader's write is done (here: durable), bounded only by our cap.
+    let timeout_ms = if req.acks == 1 { PRODUCE_TIMEOUT_MS_MAX } else { (req.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX) };
+    let timeout = Duration::from_millis(timeout_ms);
     // One deadline for the whole request. Durability waits resolve together (one group commit
     // covers every partition), so waiting for them in order costs no more than waiting at once.
     let clock = broker.rt.clock.clone();
@@ -146,3 +149,38 @@ fn invalid_acks(req: &ProduceRequest, _version: i16) -> Reply {
     Reply::Now(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
 }
 
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+
+    use super::*;
+
+    async fn produce(broker: &Arc<Broker>, acks: i16, timeout_ms: i32) -> (i16, i64) {
+        let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout_ms).with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(str_bytes("t")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(crate::protocol::batch::build_simple_batch(0, 1, &[b"v"])))])]);
+        let Reply::Later(wait) = handle(broker, 8, req).await else { panic!("acks {acks} is answered after the wait") };
+        let ResponseKind::Produce(r) = wait.await else { panic!("a produce response") };
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
+    /// Kafka applies timeout_ms only to acks=all (its wait for the in-sync replicas): on a disk
+    /// whose fdatasync takes 300 ms, acks=1 with timeout 0 gets its offset, acks=all with
+    /// timeout 0 gets REQUEST_TIMED_OUT, acks=all with a long timeout its offset.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_timeout_bounds_acks_all_only() {
+        let (rt, faults) = crate::log::tests::faulty_runtime();
+        let test = crate::server::TestServer::start_on("produce-timeout", rt).await;
+        let broker = test.broker.clone();
+        broker.topics.create("t", 1, Default::default()).await.expect("create");
+        faults.sync_delay_ms.store(300, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(produce(&broker, 1, 0).await, (0, 0));
+        assert_eq!(produce(&broker, -1, 0).await.0, ErrorCode::REQUEST_TIMED_OUT.code());
+        assert_eq!(produce(&broker, -1, 10_000).await, (0, 2));
+        faults.sync_delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+        test.stop().await;
+    }
+}
