@@ -258,9 +258,11 @@ impl TopicRegistry {
             }
         }
         let topic = Arc::new(Topic { name: name.to_string(), id: rng::random_uuid(), overrides, config, partitions: opened });
-        self.topics.write().expect("topics lock").insert(name.to_string(), topic.clone());
-        if let Err(e) = self.persist().await {
-            self.topics.write().expect("topics lock").remove(name);
+        if let Err(e) = self.persist_then_publish(name, topic.clone()).await {
+            // Never visible; its directories are orphans the next start removes.
+            for partition in &topic.partitions {
+                let _ = partition.close().await;
+            }
             return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
         }
         tracing::info!(topic = name, partitions, "created topic");
@@ -313,24 +315,33 @@ impl TopicRegistry {
         if validate_only {
             return Ok(());
         }
-        let mut partitions = topic.partitions.clone();
+        let mut added = Vec::new();
+        let close_added = |added: Vec<Arc<Partition>>| async move {
+            for partition in added {
+                let _ = partition.close().await;
+            }
+        };
         for p in current..count {
             let dir = partition_dir(&self.data_dir, name, p);
-            let partition = Partition::open_in(self.rt.clone(), dir, topic.config.clone(), self.sync_rounds.clone())
-                .await
-                .map_err(|e| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")))?;
-            partitions.push(partition);
+            match Partition::open_in(self.rt.clone(), dir, topic.config.clone(), self.sync_rounds.clone()).await {
+                Ok(partition) => added.push(partition),
+                Err(e) => {
+                    close_added(added).await;
+                    return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")));
+                }
+            }
         }
         let grown = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
             overrides: topic.overrides.clone(),
             config: topic.config.clone(),
-            partitions,
+            partitions: topic.partitions.iter().chain(&added).cloned().collect(),
         });
-        self.topics.write().expect("topics lock").insert(name.to_string(), grown);
-        if let Err(e) = self.persist().await {
-            self.topics.write().expect("topics lock").insert(name.to_string(), topic);
+        if let Err(e) = self.persist_then_publish(name, grown).await {
+            // The new partitions were never visible; their directories are orphans the next
+            // start removes.
+            close_added(added).await;
             return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
         }
         Ok(())
@@ -363,9 +374,7 @@ impl TopicRegistry {
             config: config.clone(),
             partitions: topic.partitions.clone(),
         });
-        self.topics.write().expect("topics lock").insert(name.to_string(), altered);
-        if let Err(e) = self.persist().await {
-            self.topics.write().expect("topics lock").insert(name.to_string(), topic);
+        if let Err(e) = self.persist_then_publish(name, altered).await {
             return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
         }
         for partition in &topic.partitions {
@@ -418,12 +427,28 @@ impl TopicRegistry {
 
     /// Write the metadata file with `producer_id_block_end`. Callers hold the admin lock.
     async fn persist_with(&self, producer_id_block_end: i64) -> anyhow::Result<()> {
+        let topics = self.topics.read().expect("topics lock").clone();
+        self.persist_topics(topics, producer_id_block_end).await
+    }
+
+    /// Make `change` to the topics durable, then (only then) visible: the metadata file is
+    /// written from the current topics with `change` applied, and the map is changed after
+    /// the write succeeded. Callers hold the admin lock (so nothing else changes the map).
+    async fn persist_then_publish(&self, name: &str, change: Arc<Topic>) -> anyhow::Result<()> {
+        let mut next = self.topics.read().expect("topics lock").clone();
+        next.insert(name.to_string(), change.clone());
+        let block_end = self.producer_ids.lock().expect("producer id lock").1;
+        self.persist_topics(next, block_end).await?;
+        self.topics.write().expect("topics lock").insert(name.to_string(), change);
+        Ok(())
+    }
+
+    async fn persist_topics(&self, topics: BTreeMap<String, Arc<Topic>>, producer_id_block_end: i64) -> anyhow::Result<()> {
         let meta = MetaFile {
             version: META_VERSION,
             cluster_id: *self.cluster_id.as_bytes(),
-            topics: self
-                .all()
-                .iter()
+            topics: topics
+                .values()
                 .map(|t| TopicRecord {
                     name: t.name.clone(),
                     id: *t.id.as_bytes(),
@@ -554,6 +579,47 @@ mod tests {
         // The file is intact: the next start finds the topic.
         let registry = TopicRegistry::open(rt, dir.clone(), TopicConfig::default()).await.unwrap();
         assert!(registry.get("kept").is_some());
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A new topic, new partitions and new configs become visible only once the metadata file
+    /// that holds them is durable (regression: they were published first, so a client could
+    /// produce to a topic, or read a config, that a crash during the write took back).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_are_visible_only_after_the_metadata_is_durable() {
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+        let dir = std::env::temp_dir().join(format!("strand-meta-publish-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (rt, faults) = crate::log::tests::faulty_runtime();
+        let registry = Arc::new(TopicRegistry::open(rt, dir.clone(), TopicConfig::default()).await.unwrap());
+        faults.sync_delay_ms.store(400, Ordering::SeqCst);
+        let during = |registry: &Arc<TopicRegistry>| registry.get("t").map(|t| (t.partitions.len(), t.overrides.clone()));
+        let r = registry.clone();
+        let create = tokio::spawn(async move { r.create("t", 1, BTreeMap::new()).await.map(|_| ()) });
+        // Partition opens sync nothing; the metadata write waits 400 ms in its sync.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(during(&registry), None, "visible before the metadata write finished");
+        create.await.unwrap().unwrap();
+        assert_eq!(during(&registry), Some((1, BTreeMap::new())));
+
+        let r = registry.clone();
+        let grow = tokio::spawn(async move { r.add_partitions("t", 3, false).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(during(&registry), Some((1, BTreeMap::new())), "new partitions visible before the write finished");
+        grow.await.unwrap().unwrap();
+        assert_eq!(during(&registry).unwrap().0, 3);
+
+        let r = registry.clone();
+        let alter = tokio::spawn(async move {
+            r.alter_configs("t", false, |_| Ok(BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]))).await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(during(&registry).unwrap().1, BTreeMap::new(), "config visible before the write finished");
+        alter.await.unwrap().unwrap();
+        assert_eq!(during(&registry).unwrap().1.get("retention.ms").map(String::as_str), Some("1000"));
+        faults.sync_delay_ms.store(0, Ordering::SeqCst);
         registry.close_all().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
