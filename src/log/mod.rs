@@ -237,6 +237,10 @@ impl PartitionLog {
             }
             segments.push(Segment::new(base, file));
         }
+        let opened_ms = rt.clock.wall_ms();
+        for seg in &mut segments {
+            seg.last_write_wall_ms = Some(opened_ms);
+        }
         let log_end_offset = segments.last().expect("non-empty").next_offset;
         let first_base = segments[0].base_offset;
         let log_start_offset = start_checkpoint.unwrap_or(first_base).max(first_base).min(log_end_offset);
@@ -353,6 +357,7 @@ impl PartitionLog {
         let written: Vec<batch::BatchView<'_>> = headers.iter().map(|(h, size)| batch::BatchView::header_only(h, *size)).collect();
         let seg = self.active_mut();
         seg.first_append_wall_ms.get_or_insert(now_ms);
+        seg.last_write_wall_ms = Some(now_ms);
         let mut p = position;
         for b in &written {
             seg.note_batch(b, p, interval);
@@ -591,7 +596,8 @@ impl PartitionLog {
         let retention_ms = self.config.retention_ms;
         if retention_ms >= 0 {
             let active = self.active();
-            if !active.is_empty() && active.max_timestamp >= 0 && now_ms - active.max_timestamp > retention_ms && self.durable_offset == self.log_end_offset() {
+            let past_retention = active.retention_time_ms().is_some_and(|t| now_ms - t > retention_ms);
+            if !active.is_empty() && past_retention && self.durable_offset == self.log_end_offset() {
                 self.roll().await?;
             }
         }
@@ -599,7 +605,7 @@ impl PartitionLog {
         let mut size = self.size_bytes();
         let retention_bytes = self.config.retention_bytes;
         for seg in &self.segments[..self.segments.len() - 1] {
-            let expired = retention_ms >= 0 && now_ms - seg.max_timestamp.max(-1) > retention_ms;
+            let expired = retention_ms >= 0 && seg.retention_time_ms().is_some_and(|t| now_ms - t > retention_ms);
             // Kafka deletes the oldest segment while what remains would still be >= the limit.
             let oversize = retention_bytes >= 0 && size - seg.size_bytes >= retention_bytes as u64;
             if !(expired || oversize) || seg.next_offset > self.durable_offset {

@@ -49,6 +49,8 @@ pub struct Segment {
     pub max_timestamp_offset: i64,
     /// Wall time of the first append to this segment, for `segment.ms`.
     pub first_append_wall_ms: Option<i64>,
+    /// Wall-clock time of the last append to this segment, or of the open that loaded it.
+    pub last_write_wall_ms: Option<i64>,
 }
 
 impl Segment {
@@ -64,11 +66,24 @@ impl Segment {
             max_timestamp: -1,
             max_timestamp_offset: -1,
             first_append_wall_ms: None,
+            last_write_wall_ms: None,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.size_bytes == 0
+    }
+
+    /// The time `retention.ms` counts from: the newest record timestamp or, when no record
+    /// carries one (a producer may send -1), when this broker last wrote or opened the segment.
+    /// Kafka falls back to the file's modification time; an open stands in for it here (it
+    /// can only make the segment live longer, never shorter).
+    pub fn retention_time_ms(&self) -> Option<i64> {
+        if self.max_timestamp >= 0 {
+            Some(self.max_timestamp)
+        } else {
+            self.last_write_wall_ms
+        }
     }
 
     /// Account for a batch just written at `position`. Keeps the in-memory indexes.

@@ -996,3 +996,30 @@ async fn a_failure_outside_the_flusher_answers_waiting_produces_at_once() {
     let first = tokio::time::timeout(Duration::from_millis(500), first).await.unwrap().unwrap();
     assert!(matches!(first, Err(Error::Failed { .. })), "{first:?}");
 }
+
+#[tokio::test]
+async fn segments_without_record_timestamps_expire_from_their_last_write() {
+    // A producer may send timestamp -1: the segment's max timestamp is then -1, and it used to
+    // count as older than any retention.ms (deleted at the first maintain after its roll).
+    let dir = TempDir::new("notimestamps");
+    let rt = Runtime::real();
+    let mut config = small_config();
+    config.set("retention.ms", "10000").unwrap();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), config.clone()).await.unwrap();
+    for i in 0..40 {
+        log.append(batch(&[&format!("value-{i:04}-{}", "p".repeat(40))], -1), 50_000).await.unwrap();
+    }
+    sync_all(&mut log).await;
+    assert!(log.segments.len() > 2);
+    assert_eq!(log.maintain(59_000).await.unwrap(), 0, "within retention of their last write");
+    assert_eq!(log.log_start_offset(), 0);
+    // After a restart the open stands in for the last write: kept for retention.ms from it.
+    drop(log);
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), config).await.unwrap();
+    let opened = rt.clock.wall_ms();
+    assert_eq!(log.maintain(opened + 5_000).await.unwrap(), 0);
+    assert_eq!(read_all(&log, 0).await.len(), 40);
+    let deleted = log.maintain(opened + 20_000).await.unwrap();
+    assert!(deleted > 2, "deleted {deleted}");
+    assert_eq!(log.log_start_offset(), 40, "everything past retention, the active segment rolled first");
+}
