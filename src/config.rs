@@ -223,6 +223,10 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: u64,
     /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `connections.max.idle.ms`: a connection that neither sends a request nor takes a
+    /// response for this long is closed; so is one that does not finish sending a request or
+    /// reading a response within it.
+    pub connections_max_idle_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -248,6 +252,7 @@ impl Default for BrokerConfig {
             group_max_size: i32::MAX,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            connections_max_idle_ms: 600_000,
         }
     }
 }
@@ -294,6 +299,9 @@ impl BrokerConfig {
                 "group_initial_rebalance_delay_ms {} must be at most 300000",
                 self.group_initial_rebalance_delay_ms
             )));
+        }
+        if self.connections_max_idle_ms < 1_000 {
+            return Err(ConfigError(format!("connections_max_idle_ms {} must be at least 1000", self.connections_max_idle_ms)));
         }
         if self.node_id < 0 {
             return Err(ConfigError(format!("node_id {} must not be negative", self.node_id)));

@@ -238,6 +238,45 @@ async fn inconsistent_offset_range_is_invalid_record_and_nothing_is_lost() {
     assert_eq!(steady.round_trip("good-2").await, 2);
 }
 
+/// Whether the broker closed `s` within `within` (EOF or reset on a read).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_stalled_connections_are_closed_busy_ones_are_not() {
+    let broker = Broker::start_with("idle", &["connections_max_idle_ms = 1500"]);
+    let addr = broker.addr();
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled.write_all(&[0, 0]).unwrap(); // half a size prefix, then nothing
+    let mut stalled_body = TcpStream::connect(&addr).unwrap();
+    stalled_body.write_all(&[0, 0, 0, 100, 0, 18]).unwrap(); // a 100-byte frame, 2 bytes of it
+    let mut busy = TcpStream::connect(&addr).unwrap();
+    let ping = request(ApiKey::ApiVersions, 3, 1, &kafka_protocol::messages::ApiVersionsRequest::default());
+    for _ in 0..8 {
+        busy.write_all(&ping).unwrap();
+        read_response(&mut busy);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // 4 s have passed: the busy connection still answers; the other three were closed.
+    busy.write_all(&ping).unwrap();
+    read_response(&mut busy);
+    for (name, s) in [("idle", &mut idle), ("half a size prefix", &mut stalled), ("part of a body", &mut stalled_body)] {
+        assert!(closed_within(s, Duration::from_secs(3)), "{name} connection still open after connections_max_idle_ms");
+    }
+    assert!(!closed_within(&mut busy, Duration::from_millis(200)), "the busy connection was closed");
+}
+
 #[test]
 fn api_versions_unknown_version_gets_v0_fallback() {
     let broker = Broker::start("apiversions");
@@ -300,6 +339,16 @@ fn bad_flags_and_config_are_one_line_errors() {
     assert_ne!(code, 0);
     assert!(err.contains("num_partitions"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    for (line, key) in [
+        ("connections_max_idle_ms = 5\n", "connections_max_idle_ms"),
+        ("log_segment_bytes = 5368709120\n", "log_segment_bytes"),
+    ] {
+        std::fs::write(&cfg, line).unwrap();
+        let (code, err) = run_strand(&["broker", "--config", cfg.to_str().unwrap()]);
+        assert_ne!(code, 0);
+        assert!(err.contains(key), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
     std::fs::write(&cfg, "retention_forever = true\n").unwrap();
     let (code, err) = run_strand(&["broker", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0);

@@ -8,9 +8,14 @@
 //! declared length is negative or above `REQUEST_FRAME_BYTES_MAX` closes the connection before
 //! anything is buffered; so does an undecodable header or body, an unknown API key, or an
 //! unsupported version (ApiVersions excepted: it gets the KIP-511 v0 fallback reply).
+//! A fetch response built at once counts against the byte budget too, until it is written.
+//! Kafka's `connections.max.idle.ms` closes a connection that moves no request and no response
+//! for that long, or takes that long to send one request or read one response.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
@@ -35,24 +40,48 @@ struct Pending {
     correlation_id: i32,
     reply: Reply,
     _bytes: OwnedSemaphorePermit,
+    /// The part of the budget a ready fetch response holds.
+    _response_bytes: Option<OwnedSemaphorePermit>,
     /// When the whole frame had been read.
     read_at: std::time::Duration,
+}
+
+/// Milliseconds on the broker's monotonic clock.
+fn now_ms(broker: &Broker) -> u64 {
+    broker.rt.clock.monotonic().as_millis() as u64
 }
 
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
     let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Pending>(CONNECTION_IN_FLIGHT_REQUESTS_MAX);
     let bytes_budget = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_BYTES_MAX));
-    let writer_task = tokio::spawn(write_loop(broker.clone(), writer, rx, peer));
-    loop {
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+    // When a response was last written (the writer's half of the connection's activity).
+    let last_write_ms = Arc::new(AtomicU64::new(now_ms(&broker)));
+    let writer_task = tokio::spawn(write_loop(broker.clone(), writer, rx, peer, idle, last_write_ms.clone()));
+    let mut last_read_ms = now_ms(&broker);
+    'connection: loop {
+        // Read the size prefix with `read`, which is cancel-safe (an idle check may time out
+        // between two parts of it).
         let mut size_buf = [0u8; 4];
-        let read = tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            r = reader.read_exact(&mut size_buf) => r,
-        };
-        if read.is_err() {
-            break; // EOF or reset: the client went away.
+        let mut got = 0;
+        while got < size_buf.len() {
+            let read = tokio::select! {
+                biased;
+                _ = shutdown.changed() => break 'connection,
+                r = tokio::time::timeout(idle, reader.read(&mut size_buf[got..])) => r,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => break 'connection, // EOF or reset: the client went away.
+                Ok(Ok(n)) => got += n,
+                Err(_) => {
+                    let last = last_read_ms.max(last_write_ms.load(Ordering::SeqCst));
+                    if now_ms(&broker).saturating_sub(last) >= idle.as_millis() as u64 {
+                        tracing::info!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection");
+                        break 'connection;
+                    }
+                }
+            }
         }
         let size = i32::from_be_bytes(size_buf);
         if size < 8 || size as usize > REQUEST_FRAME_BYTES_MAX {
@@ -71,13 +100,19 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut
         let read = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            r = limited.read_to_end(&mut body) => r,
+            r = tokio::time::timeout(idle, limited.read_to_end(&mut body)) => r,
         };
-        if !matches!(read, Ok(n) if n == size) {
-            break;
+        match read {
+            Ok(Ok(n)) if n == size => {}
+            Ok(_) => break,
+            Err(_) => {
+                tracing::info!(%peer, size, received = body.len(), "closing connection: request not received within connections.max.idle.ms");
+                break;
+            }
         }
         let mut body = Bytes::from(body);
         let read_at = broker.rt.clock.monotonic();
+        last_read_ms = now_ms(&broker);
         let (api_key, api_version, correlation_id, reply) = match decode_and_handle(&broker, &mut body, peer).await {
             Some(x) => x,
             None => break,
@@ -85,7 +120,27 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut
         if matches!(reply, Reply::Close) || crate::buggify!() {
             break;
         }
-        let pending = Pending { api_key, api_version, correlation_id, reply, _bytes: permit, read_at };
+        // A fetch answered at once holds its records until written: count them, so pipelined
+        // fetches that the client does not read cannot pile up more than the budget.
+        let response_bytes = match &reply {
+            Reply::Now(ResponseKind::Fetch(r)) => r
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>()
+                .min(CONNECTION_IN_FLIGHT_BYTES_MAX - size),
+            _ => 0,
+        };
+        let response_permit = if response_bytes > 0 {
+            match bytes_budget.clone().acquire_many_owned(response_bytes as u32).await {
+                Ok(p) => Some(p),
+                Err(_) => break,
+            }
+        } else {
+            None
+        };
+        let pending = Pending { api_key, api_version, correlation_id, reply, _bytes: permit, _response_bytes: response_permit, read_at };
         if tx.send(pending).await.is_err() {
             break; // the writer stopped: the socket is gone.
         }
@@ -142,6 +197,8 @@ async fn write_loop(
     mut writer: tokio::io::WriteHalf<TcpStream>,
     mut rx: mpsc::Receiver<Pending>,
     peer: SocketAddr,
+    idle: Duration,
+    last_write_ms: Arc<AtomicU64>,
 ) {
     while let Some(p) = rx.recv().await {
         let response = match p.reply {
@@ -159,8 +216,17 @@ async fn write_loop(
                 break;
             }
         };
-        if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
-            break;
+        let write = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await
+        };
+        match tokio::time::timeout(idle, write).await {
+            Ok(Ok(())) => last_write_ms.store(now_ms(&broker), Ordering::SeqCst),
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::info!(%peer, bytes = frame.len(), "closing connection: response not read within connections.max.idle.ms");
+                break;
+            }
         }
         if p.api_key == ApiKey::Produce {
             broker.produce_latency.record(broker.rt.clock.monotonic().saturating_sub(p.read_at));
