@@ -135,17 +135,14 @@ async fn read_all(targets: &[TopicTargets], max_bytes: usize, read_committed: bo
                     data = data.with_error_code(code.code()).with_high_watermark(-1);
                 }
                 Ok(partition) => {
-                    let high_watermark = partition.high_watermark();
-                    data = data
-                        .with_high_watermark(high_watermark)
-                        .with_last_stable_offset(high_watermark)
-                        .with_log_start_offset(partition.log_start_offset());
-                    // KIP-74: once something was returned, stop at the response budget; the
-                    // first non-empty partition always gets at least one whole batch.
+                    // KIP-74: once something was returned, stop at the response budget; only
+                    // the first non-empty partition gets a whole batch larger than its limits
+                    // (a later one whose first batch does not fit gets nothing this time).
                     let budget = max_bytes.saturating_sub(total);
                     if total == 0 || budget > 0 {
                         let limit = target.partition_max_bytes.min(if total == 0 { max_bytes } else { budget });
                         match partition.read(target.fetch_offset, limit).await {
+                            Ok(read) if total > 0 && read.records.len() > limit => {}
                             Ok(read) => {
                                 total += read.records.len();
                                 data = data.with_records(Some(read.records));
@@ -156,6 +153,13 @@ async fn read_all(targets: &[TopicTargets], max_bytes: usize, read_committed: bo
                             }
                         }
                     }
+                    // Taken after the read: the read stops at the high watermark it saw, and
+                    // the mark only grows, so the records never pass the one reported.
+                    let high_watermark = partition.high_watermark();
+                    data = data
+                        .with_high_watermark(high_watermark)
+                        .with_last_stable_offset(high_watermark)
+                        .with_log_start_offset(partition.log_start_offset());
                 }
             }
             partitions.push(data);
@@ -165,4 +169,42 @@ async fn read_all(targets: &[TopicTargets], max_bytes: usize, read_committed: bo
         );
     }
     (FetchResponse::default().with_responses(topics), total, errors)
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::TopicName;
+
+    use super::*;
+    use crate::partition::Acks;
+
+    /// KIP-74: only the first partition with data may get a batch larger than the limits; a
+    /// later partition whose first batch does not fit its partition_max_bytes (or what is left
+    /// of max_bytes) gets none this time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_first_partition_with_data_goes_over_the_limit() {
+        let test = crate::server::TestServer::start("fetch-limits").await;
+        let broker = test.broker.clone();
+        let topic = broker.topics.create("t", 3, Default::default()).await.expect("create");
+        let big = vec![b'x'; 2_000];
+        for p in 0..3 {
+            let batch = crate::protocol::batch::build_simple_batch(0, 1, &[&big[..]]);
+            topic.partition(p).unwrap().append(batch, Acks::Durable).await.unwrap();
+        }
+        let req = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(10_000).with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(crate::server::handlers::str_bytes("t")))
+            .with_partitions((0..3).map(|p| FetchPartition::default().with_partition(p).with_partition_max_bytes(1_000)).collect())]);
+        let Reply::Now(ResponseKind::Fetch(r)) = handle(&broker, 12, req).await else { panic!("answered at once") };
+        let sizes: Vec<(i32, usize, i64)> = r.responses[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.records.as_ref().map_or(0, Bytes::len), p.high_watermark))
+            .collect();
+        assert_eq!(sizes.len(), 3);
+        assert!(sizes[0].1 > 2_000, "the first partition gets its whole batch: {sizes:?}");
+        assert_eq!((sizes[1].1, sizes[2].1), (0, 0), "later partitions stay within the limits: {sizes:?}");
+        assert!(sizes.iter().all(|s| s.2 == 1 && s.0 >= 0));
+        test.stop().await;
+    }
 }
