@@ -47,7 +47,8 @@ fn topic_response(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(&topic.name))))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.name.starts_with("__"))
+        // As Kafka: only the coordinators' own topics are internal, not every `__` name.
+        .with_is_internal(super::groups::is_internal(&topic.name))
         .with_partitions(partitions)
 }
 
@@ -131,5 +132,25 @@ mod tests {
         let id = uuid::Uuid::from_bytes([0xfb; 16]);
         assert_eq!(super::kafka_cluster_id(id), "-_v7-_v7-_v7-_v7-_v7-w");
         assert_eq!(super::kafka_cluster_id(uuid::Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
+    }
+
+    /// `is_internal` is set for `__consumer_offsets` only: a user topic named `__x` is not.
+    #[cfg(not(madsim))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_offsets_topic_is_internal() {
+        use kafka_protocol::messages::ResponseKind;
+
+        use crate::server::dispatch::Reply;
+        let test = crate::server::TestServer::start("metadata-internal").await;
+        let broker = test.broker.clone();
+        broker.topics.create("__mine", 1, Default::default()).await.expect("create");
+        broker.groups.offsets_topic(&broker.topics).await.expect("offsets topic");
+        let all = kafka_protocol::messages::MetadataRequest::default().with_topics(None);
+        let Reply::Now(ResponseKind::Metadata(r)) = super::handle(&broker, 12, all).await else { panic!("metadata") };
+        let mut internal: Vec<(String, bool)> =
+            r.topics.iter().map(|t| (t.name.as_ref().unwrap().as_str().to_string(), t.is_internal)).collect();
+        internal.sort();
+        assert_eq!(internal, vec![("__consumer_offsets".to_string(), true), ("__mine".to_string(), false)]);
+        test.stop().await;
     }
 }
