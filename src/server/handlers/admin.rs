@@ -186,6 +186,11 @@ pub async fn create_partitions(broker: &Arc<Broker>, _version: i16, req: CreateP
         return Reply::Malformed(format!("create partitions names {} topics", req.topics.len()));
     }
     let node = broker.config.node_id;
+    // Kafka answers every entry of a topic named twice with INVALID_REQUEST.
+    let mut named = std::collections::BTreeMap::<String, usize>::new();
+    for t in &req.topics {
+        *named.entry(t.name.as_str().to_string()).or_default() += 1;
+    }
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.as_str().to_string();
@@ -193,7 +198,21 @@ pub async fn create_partitions(broker: &Arc<Broker>, _version: i16, req: CreateP
             .assignments
             .as_ref()
             .is_some_and(|a| a.iter().any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node));
-        let outcome = if bad_assignment {
+        let current = broker.topics.get(&name).map(|topic| topic.partitions.len() as i64);
+        let assignments_count = match (&t.assignments, current) {
+            (Some(a), Some(current)) if i64::from(t.count) > current && a.len() as i64 != i64::from(t.count) - current => {
+                Some((i64::from(t.count) - current, a.len()))
+            }
+            _ => None,
+        };
+        let outcome = if named[&name] > 1 {
+            Err(AdminError::new(ErrorCode::INVALID_REQUEST, "Duplicate topic in request."))
+        } else if let Some((added, given)) = assignments_count {
+            Err(AdminError::new(
+                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                format!("Increasing the number of partitions by {added} but {given} assignments provided."),
+            ))
+        } else if bad_assignment {
             Err(AdminError::new(
                 ErrorCode::INVALID_REPLICA_ASSIGNMENT,
                 format!("replicas must be exactly [{node}] on this single-broker cluster"),
@@ -307,6 +326,40 @@ mod tests {
         assert_eq!(delete(&broker, "t", &[(0, DELETE_RECORDS_HIGH_WATERMARK), (1, DELETE_RECORDS_HIGH_WATERMARK)]).await, vec![(0, 20, 0), (1, 0, 0)]);
         assert_eq!(delete(&broker, "nope", &[(0, 0)]).await, vec![(0, -1, unknown)]);
         assert_eq!(delete(&broker, crate::server::groups::OFFSETS_TOPIC, &[(0, 0)]).await, vec![(0, -1, invalid)], "internal topics are refused");
+        test.stop().await;
+    }
+
+    /// CreatePartitions as Kafka checks it: a topic named twice gets INVALID_REQUEST on each
+    /// entry (and is not grown), assignments must number the partitions added.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn create_partitions_rejects_duplicates_and_miscounted_assignments() {
+        use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
+        use kafka_protocol::messages::BrokerId;
+        let test = crate::server::TestServer::start("create-partitions").await;
+        let broker = test.broker.clone();
+        broker.topics.create("a", 1, Default::default()).await.expect("create");
+        broker.topics.create("b", 1, Default::default()).await.expect("create");
+        let node = BrokerId(broker.config.node_id);
+        let grow = |name: &str, count: i32, assignments: Option<usize>| {
+            CreatePartitionsTopic::default().with_name(TopicName(str_bytes(name))).with_count(count).with_assignments(
+                assignments.map(|n| (0..n).map(|_| CreatePartitionsAssignment::default().with_broker_ids(vec![node])).collect()),
+            )
+        };
+        let req = CreatePartitionsRequest::default().with_timeout_ms(1_000).with_topics(vec![
+            grow("a", 2, None),
+            grow("a", 3, None),
+            grow("b", 3, Some(1)),
+        ]);
+        let Reply::Now(ResponseKind::CreatePartitions(r)) = create_partitions(&broker, 3, req).await else { panic!("answered at once") };
+        let codes: Vec<i16> = r.results.iter().map(|r| r.error_code).collect();
+        let (invalid, assignment) = (ErrorCode::INVALID_REQUEST.code(), ErrorCode::INVALID_REPLICA_ASSIGNMENT.code());
+        assert_eq!(codes, vec![invalid, invalid, assignment]);
+        assert_eq!(broker.topics.get("a").unwrap().partitions.len(), 1);
+        assert_eq!(broker.topics.get("b").unwrap().partitions.len(), 1);
+        let req = CreatePartitionsRequest::default().with_timeout_ms(1_000).with_topics(vec![grow("b", 3, Some(2))]);
+        let Reply::Now(ResponseKind::CreatePartitions(r)) = create_partitions(&broker, 3, req).await else { panic!("answered at once") };
+        assert_eq!(r.results[0].error_code, 0);
+        assert_eq!(broker.topics.get("b").unwrap().partitions.len(), 3);
         test.stop().await;
     }
 }
