@@ -44,6 +44,8 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("log {dir} is failed after an IO error ({reason}); restart to recover")]
     Failed { dir: PathBuf, reason: String },
+    #[error("partition {dir} is closed (its topic was deleted, or the broker is stopping)")]
+    Closed { dir: PathBuf },
     #[error("{path}: corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("producer {producer_id}: sequence {got} is not the next one ({expected})")]

@@ -1023,3 +1023,18 @@ async fn segments_without_record_timestamps_expire_from_their_last_write() {
     assert!(deleted > 2, "deleted {deleted}");
     assert_eq!(log.log_start_offset(), 40, "everything past retention, the active segment rolled first");
 }
+
+#[tokio::test]
+async fn a_closed_partition_answers_unknown_partition_not_a_storage_error() {
+    // A request holding a partition whose topic is deleted meanwhile (the delete closes it).
+    use crate::partition::{Acks, Partition};
+    use crate::protocol::errors::ErrorCode;
+    let dir = TempDir::new("closed");
+    let p = Partition::open(Runtime::real(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    p.append(batch(&["before"], 1), Acks::Durable).await.unwrap();
+    p.close().await.unwrap();
+    let err = p.append(batch(&["after"], 1), Acks::Durable).await.unwrap_err();
+    assert_eq!(ErrorCode::from(&err), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, "{err}");
+    let err = p.read(0, 1000).await.unwrap_err();
+    assert_eq!(ErrorCode::from(&err), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, "{err}");
+}

@@ -93,7 +93,7 @@ impl Partition {
     }
 
     fn closed_error(&self) -> Error {
-        Error::Failed { dir: self.dir.clone(), reason: "partition is closed".into() }
+        Error::Closed { dir: self.dir.clone() }
     }
 
     fn failure(&self) -> Option<String> {

@@ -79,6 +79,9 @@ impl From<&crate::log::Error> for ErrorCode {
             Error::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
             Error::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
             Error::IdempotentBatchCount { .. } | Error::OffsetSpan { .. } => ErrorCode::INVALID_RECORD,
+            // A request that raced its topic's deletion: the partition is gone (retriable, as
+            // Kafka answers for a partition it no longer hosts).
+            Error::Closed { .. } => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
             Error::Io { .. } | Error::Failed { .. } | Error::Corrupt { .. } => {
                 ErrorCode::KAFKA_STORAGE_ERROR
             }
