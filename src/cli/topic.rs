@@ -203,7 +203,9 @@ async fn alter(client: &mut Client, name: &str, set: &[(String, String)], delete
     }
     if let Some(count) = partitions {
         let request = CreatePartitionsRequest::default()
-            .with_topics(vec![CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(count)])
+            // Null assignments: the broker places them (kafka-protocol's default is an empty
+            // list, which Kafka rejects as the wrong number of assignments).
+            .with_topics(vec![CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(count).with_assignments(None)])
             .with_timeout_ms(30_000);
         let (_, r) = client.send(&request, 3).await?;
         let res = r.results.first().ok_or_else(|| anyhow!("empty CreatePartitions response"))?;
