@@ -229,6 +229,25 @@ impl PartitionLog {
         if cut_rest {
             rt.disk.sync_dir(&dir).await.map_err(io_err(&d))?;
         }
+        // A cut tail can end the log below its start (records DeleteRecords had already removed
+        // were damaged). Appending there would hand out offsets below the start, and those
+        // records would vanish once the log grew past it. Kafka starts such a log afresh at
+        // its start offset; so does strand.
+        let end = segments.last().map(|s| s.next_offset);
+        if let (Some(start), Some(end)) = (start_checkpoint, end) {
+            if start > end {
+                tracing::warn!(dir = %dir.display(), start, end, "log ends below its start offset after recovery; starting it empty at the start offset");
+                for seg in segments.drain(..) {
+                    for p in [segment::log_path(&dir, seg.base_offset), segment::index_path(&dir, seg.base_offset), segment::time_index_path(&dir, seg.base_offset)] {
+                        match rt.disk.remove(&p).await {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: p, source: e }),
+                            _ => {}
+                        }
+                    }
+                }
+                rt.disk.sync_dir(&dir).await.map_err(io_err(&d))?;
+            }
+        }
         if segments.is_empty() {
             let base = start_checkpoint.unwrap_or(0).max(0);
             let path = segment::log_path(&dir, base);

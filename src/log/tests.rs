@@ -1038,3 +1038,34 @@ async fn a_closed_partition_answers_unknown_partition_not_a_storage_error() {
     let err = p.read(0, 1000).await.unwrap_err();
     assert_eq!(ErrorCode::from(&err), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, "{err}");
 }
+
+#[tokio::test]
+async fn a_tail_cut_below_the_deleted_records_start_restarts_the_log_at_its_start() {
+    // DeleteRecords moved the start to 8; then damage cuts the active segment's tail back to
+    // offset 5. Appending at 5 would give records offsets below the start, and they would be
+    // lost once the log passed 8 and the start applied again. As Kafka, the log starts afresh
+    // at 8.
+    let dir = TempDir::new("cut-below-start");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    let mut ends = Vec::new();
+    for i in 0..10 {
+        log.append(batch(&[&format!("v{i}")], 1), 1).await.unwrap();
+        ends.push(log.active().size_bytes);
+    }
+    sync_all(&mut log).await;
+    log.delete_records_before(8).await.unwrap();
+    assert_eq!(log.segments.len(), 1);
+    drop(log);
+    let seg = segment::log_path(&dir.0, 0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.truncate(ends[4] as usize + 7); // offsets 0..=4 whole, then a torn batch
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (8, 8));
+    assert_eq!(log.append(batch(&["after"], 1), 1).await.unwrap().base_offset, 8);
+    sync_all(&mut log).await;
+    drop(log);
+    let log = PartitionLog::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert_eq!(read_all(&log, 8).await, vec![(8, "after".to_string())]);
+}
