@@ -50,9 +50,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: ProduceRequest) -> 
         let topic = if version >= 13 {
             broker.topics.get_by_id(td.topic_id).ok_or(ErrorCode::UNKNOWN_TOPIC_ID)
         } else {
-            // As Kafka: only Metadata auto-creates a topic; a produce to an unknown one gets
-            // UNKNOWN_TOPIC_OR_PARTITION (clients ask Metadata first, which creates it).
-            topic_or_create(broker, td.name.as_str(), false).await.map_err(|e| e.code)
+            topic_or_create(broker, td.name.as_str(), true).await.map_err(|e| e.code)
         };
         // Only the group coordinator writes its internal topic.
         let topic = topic.and_then(|t| if super::groups::is_internal(&t.name) { Err(ErrorCode::INVALID_TOPIC_EXCEPTION) } else { Ok(t) });
@@ -171,10 +169,9 @@ mod tests {
 
     /// Kafka applies timeout_ms only to acks=all (its wait for the in-sync replicas): on a disk
     /// whose fdatasync takes 300 ms, acks=1 with timeout 0 gets its offset, acks=all with
-    /// timeout 0 gets REQUEST_TIMED_OUT, acks=all with a long timeout its offset. A produce to
-    /// an unknown topic does not create it.
+    /// timeout 0 gets REQUEST_TIMED_OUT, acks=all with a long timeout its offset.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn acks_timeouts_and_unknown_topics_as_kafka() {
+    async fn the_timeout_bounds_acks_all_only() {
         let (rt, faults) = crate::log::tests::faulty_runtime();
         let test = crate::server::TestServer::start_on("produce-timeout", rt).await;
         let broker = test.broker.clone();
@@ -183,16 +180,6 @@ mod tests {
         assert_eq!(produce(&broker, 1, 0).await, (0, 0));
         assert_eq!(produce(&broker, -1, 0).await.0, ErrorCode::REQUEST_TIMED_OUT.code());
         assert_eq!(produce(&broker, -1, 10_000).await, (0, 2));
-        // Produce does not auto-create (only Metadata does, as in Kafka).
-        let req = ProduceRequest::default().with_acks(1).with_timeout_ms(1_000).with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(str_bytes("never-created")))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(crate::protocol::batch::build_simple_batch(0, 1, &[b"v"])))])]);
-        let Reply::Later(wait) = handle(&broker, 8, req).await else { panic!("acks 1 is answered after the wait") };
-        let ResponseKind::Produce(r) = wait.await else { panic!("a produce response") };
-        assert_eq!(r.responses[0].partition_responses[0].error_code, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code());
-        assert!(broker.topics.get("never-created").is_none());
         faults.sync_delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
         test.stop().await;
     }
