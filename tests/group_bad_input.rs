@@ -33,7 +33,6 @@ const TOPIC: &str = "gbad-topic";
 // Kafka error codes (apache/kafka Errors.java), as in src/protocol/errors.rs.
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const ILLEGAL_GENERATION: i16 = 22;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
@@ -338,10 +337,10 @@ async fn group_coordinator_answers_bad_input_like_kafka() {
 
     // ---- FindCoordinator, __consumer_offsets ----
     let r = c.send_at(&FindCoordinatorRequest::default().with_key(sb("some-txn")).with_key_type(1), 3).await.unwrap();
-    assert_eq!(r.error_code, COORDINATOR_NOT_AVAILABLE, "FindCoordinator v3 for a transactional id");
+    assert_eq!(r.error_code, INVALID_REQUEST, "FindCoordinator v3 for a transactional id: not retriable, so clients fail fast");
     let r = c.send_at(&FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![sb("some-txn")]), 4).await.unwrap();
     assert_eq!(r.coordinators.len(), 1);
-    assert_eq!(r.coordinators[0].error_code, COORDINATOR_NOT_AVAILABLE, "FindCoordinator v4 for a transactional id");
+    assert_eq!(r.coordinators[0].error_code, INVALID_REQUEST, "FindCoordinator v4 for a transactional id");
     let r = c.send_at(&FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![sb("g1")]), 4).await.unwrap();
     assert_eq!((r.coordinators[0].error_code, r.coordinators[0].port), (NONE, broker.port as i32), "FindCoordinator for g1");
 

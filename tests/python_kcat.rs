@@ -38,6 +38,16 @@ fn kafka_python_round_trip() {
     assert_eq!(run_python(&broker, "kafka_python_roundtrip.py", &["py-topic", "500"]), "ok 500");
 }
 
+/// strand has no transaction coordinator: a transactional producer is told so at once
+/// (FindCoordinator answers INVALID_REQUEST) instead of retrying COORDINATOR_NOT_AVAILABLE for
+/// its whole 60 s timeout.
+#[test]
+fn kafka_python_transactions_fail_fast() {
+    let broker = Broker::start("kafka-python-txn");
+    let out = run_python(&broker, "kafka_python_transactions.py", &[]);
+    assert!(out.starts_with("ok "), "{out}");
+}
+
 /// kafka-python's admin client: the older AlterConfigs (incremental=False) and DeleteRecords.
 #[test]
 fn kafka_python_admin_alter_configs_and_delete_records() {

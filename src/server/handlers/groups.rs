@@ -72,8 +72,11 @@ pub async fn find_coordinator(broker: &Arc<Broker>, version: i16, req: FindCoord
     let mut found = Vec::with_capacity(keys.len());
     for key in keys {
         let error = if req.key_type != 0 {
-            // Transactions (key type 1) and share groups are not supported.
-            ErrorCode::COORDINATOR_NOT_AVAILABLE
+            // Transactions (key type 1) and share groups are not supported. Not
+            // COORDINATOR_NOT_AVAILABLE: clients retry that (kafka-python's
+            // init_transactions() spun for its whole 60 s timeout); INVALID_REQUEST, as a
+            // transactional Produce gets, fails them at once.
+            ErrorCode::INVALID_REQUEST
         } else if validate_group_id(key.as_str()) != ErrorCode::NONE {
             ErrorCode::INVALID_GROUP_ID
         } else {
@@ -84,12 +87,13 @@ pub async fn find_coordinator(broker: &Arc<Broker>, version: i16, req: FindCoord
         };
         found.push((key, error));
     }
+    let message = (req.key_type != 0).then(|| str_bytes(&format!("strand has no coordinator for key type {} (transactions are not supported yet)", req.key_type)));
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
         response.coordinators = found
             .into_iter()
             .map(|(key, e)| {
-                let c = FoundCoordinator::default().with_key(key).with_error_code(e.code());
+                let c = FoundCoordinator::default().with_key(key).with_error_code(e.code()).with_error_message(message.clone());
                 if e == ErrorCode::NONE {
                     c.with_node_id(node).with_host(str_bytes(&host)).with_port(port)
                 } else {
@@ -100,6 +104,9 @@ pub async fn find_coordinator(broker: &Arc<Broker>, version: i16, req: FindCoord
     } else {
         let (_, e) = found.into_iter().next().unwrap_or((StrBytes::default(), ErrorCode::INVALID_REQUEST));
         response.error_code = e.code();
+        if version >= 1 {
+            response.error_message = message;
+        }
         if e == ErrorCode::NONE {
             response = response.with_node_id(node).with_host(str_bytes(&host)).with_port(port);
         } else {
