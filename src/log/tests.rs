@@ -564,10 +564,12 @@ async fn small_syncs_wait_for_the_running_round_large_ones_do_not() {
     // Another partition's sync is running: hold its place in the round.
     let running = rounds.enter(None).await;
     let small = p.append(batch(&["small"], 1), Acks::None).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(crate::partition::rounds::ROUND_WAIT_MAX / 2).await;
     assert!(p.high_watermark() <= small.last_offset, "a small sync started inside a running round");
-    drop(running);
+    // ... but not for longer than ROUND_WAIT_MAX: a round that never ends (a hung sync) does
+    // not hold this partition's sync.
     tokio::time::timeout(std::time::Duration::from_secs(10), p.wait_durable(small.last_offset + 1)).await.unwrap().unwrap();
+    drop(running);
 
     let running = rounds.enter(None).await;
     let value = "x".repeat(600 * 1024);
