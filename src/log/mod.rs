@@ -572,10 +572,11 @@ impl PartitionLog {
         Ok(ReadPlan { offset, max_bytes, upto, segments })
     }
 
-    /// The first batch (in offset order) whose max timestamp >= `timestamp_ms`: its base
-    /// offset (or the log start offset, if later) and that max timestamp. Kafka answers with
-    /// the first *record*; finding it would mean decompressing the batch, which strand never
-    /// does, so a consumer may see a few earlier records of that batch.
+    /// The first record at or after the log start whose timestamp >= `timestamp_ms`: its
+    /// offset and timestamp, as Kafka. In a compressed CreateTime batch the records cannot be
+    /// read without decompressing, which strand never does: there the first batch whose max
+    /// timestamp matches answers with its base offset (or the log start, if later) and that max
+    /// timestamp, so a consumer may see a few earlier records of that batch.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
         self.timestamp_plan(timestamp_ms).find().await
     }
@@ -886,7 +887,13 @@ impl TimestampPlan {
                     }
                     b.validate(pos as usize).map_err(|e| corrupt(seg.file.as_ref(), pos, e.to_string()))?;
                     if b.max_timestamp() >= timestamp_ms && b.next_offset() > log_start_offset {
-                        return Ok(Some((b.base_offset().max(log_start_offset), b.max_timestamp())));
+                        match b.find_record_by_timestamp(timestamp_ms, log_start_offset) {
+                            batch::RecordSearch::Found { offset, timestamp } => return Ok(Some((offset, timestamp))),
+                            // The max timestamp claimed a match the records do not hold.
+                            batch::RecordSearch::NotFound => {}
+                            // Compressed, or LogAppendTime (every record has the max timestamp).
+                            batch::RecordSearch::Opaque => return Ok(Some((b.base_offset().max(log_start_offset), b.max_timestamp()))),
+                        }
                     }
                     expected = b.next_offset();
                     pos += b.size_bytes() as u64;

@@ -1071,3 +1071,42 @@ async fn a_tail_cut_below_the_deleted_records_start_restarts_the_log_at_its_star
     let log = PartitionLog::open(rt, dir.0.clone(), TopicConfig::default()).await.unwrap();
     assert_eq!(read_all(&log, 8).await, vec![(8, "after".to_string())]);
 }
+
+#[tokio::test]
+async fn a_timestamp_lookup_answers_the_record_inside_an_uncompressed_batch() {
+    // Found by a black-box audit: kafka-python's offsets_for_times answered a batch's first
+    // offset and max timestamp for every target inside the batch.
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let dir = TempDir::new("ts-record");
+    let mut log = PartitionLog::open(Runtime::real(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    log.append(batch(&["single"], 500), 1).await.unwrap();
+    let records: Vec<Record> = (0..5)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: i as i32,
+            timestamp: 1_000 * (i + 1),
+            key: None,
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    log.append(buf.freeze(), 1).await.unwrap();
+    sync_all(&mut log).await;
+    // The batch holds offsets 1..=5 with timestamps 1000..=5000.
+    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 500)));
+    assert_eq!(log.offset_for_timestamp(600).await.unwrap(), Some((1, 1_000)));
+    assert_eq!(log.offset_for_timestamp(3_500).await.unwrap(), Some((4, 4_000)));
+    assert_eq!(log.offset_for_timestamp(5_000).await.unwrap(), Some((5, 5_000)));
+    assert_eq!(log.offset_for_timestamp(5_001).await.unwrap(), None);
+    log.delete_records_before(3).await.unwrap();
+    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((3, 3_000)), "never below the log start");
+}

@@ -86,6 +86,29 @@ impl BatchError {
     }
 }
 
+/// What `BatchView::find_record_by_timestamp` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordSearch {
+    Found { offset: i64, timestamp: i64 },
+    /// The records were read and none matches.
+    NotFound,
+    /// The records cannot be read without a codec (or do not parse).
+    Opaque,
+}
+
+/// A zigzag varint or varlong (Kafka's record fields) from the front of `buf`, advancing it.
+fn read_varint(buf: &mut &[u8]) -> Option<i64> {
+    let mut value = 0u64;
+    for (i, byte) in buf.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *buf = &buf[i + 1..];
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
 fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -204,6 +227,40 @@ impl<'a> BatchView<'a> {
     }
     pub fn records_count(&self) -> i32 {
         be_i32(self.bytes, RECORDS_COUNT_AT)
+    }
+
+    /// The first record at or after `from_offset` whose timestamp is at or after
+    /// `timestamp_ms`, read from the records themselves (Kafka's lookup by timestamp answers a
+    /// record, not a batch). Only an uncompressed CreateTime batch can be looked into without
+    /// a codec: any other is `Opaque`, and so is one whose records do not parse (they are
+    /// inside the CRC, but a producer may have put anything there). Never panics.
+    pub fn find_record_by_timestamp(&self, timestamp_ms: i64, from_offset: i64) -> RecordSearch {
+        if self.compression() != 0 || self.is_log_append_time() || self.bytes.len() != self.size_bytes {
+            return RecordSearch::Opaque;
+        }
+        let (base_offset, base_timestamp) = (self.base_offset(), self.base_timestamp());
+        let mut rest = &self.bytes[HEADER_BYTES..];
+        for _ in 0..self.records_count() {
+            let Some(length) = read_varint(&mut rest) else { return RecordSearch::Opaque };
+            let Ok(length) = usize::try_from(length) else { return RecordSearch::Opaque };
+            if length > rest.len() {
+                return RecordSearch::Opaque;
+            }
+            let (mut record, after) = rest.split_at(length);
+            rest = after;
+            if record.is_empty() {
+                return RecordSearch::Opaque;
+            }
+            record = &record[1..]; // attributes
+            let (Some(timestamp_delta), Some(offset_delta)) = (read_varint(&mut record), read_varint(&mut record)) else {
+                return RecordSearch::Opaque;
+            };
+            let (timestamp, offset) = (base_timestamp.wrapping_add(timestamp_delta), base_offset.wrapping_add(offset_delta));
+            if timestamp >= timestamp_ms && offset >= from_offset {
+                return RecordSearch::Found { offset, timestamp };
+            }
+        }
+        RecordSearch::NotFound
     }
 
     /// Full validation of one batch as a producer sent it or as recovery reads it:
@@ -376,6 +433,47 @@ pub fn build_producer_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_lookup_reads_the_records_of_an_uncompressed_batch() {
+        // Five records with timestamps 1000, 2000, ... in one batch, encoded by kafka-protocol.
+        let mut buf = bytes::BytesMut::new();
+        let recs: Vec<kafka_protocol::records::Record> = (0..5)
+            .map(|i| kafka_protocol::records::Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: kafka_protocol::records::TimestampType::Creation,
+                offset: 100 + i,
+                sequence: i as i32, // kafka-protocol starts a new batch where offset - sequence changes
+                timestamp: 1_000 * (i + 1),
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let opts = kafka_protocol::records::RecordEncodeOptions { version: 2, compression: kafka_protocol::records::Compression::None };
+        kafka_protocol::records::RecordBatchEncoder::encode(&mut buf, &recs, &opts).unwrap();
+        let (views, _) = split_batches(&buf).unwrap();
+        let b = &views[0];
+        assert_eq!(b.find_record_by_timestamp(0, 0), RecordSearch::Found { offset: 100, timestamp: 1_000 });
+        assert_eq!(b.find_record_by_timestamp(2_500, 0), RecordSearch::Found { offset: 102, timestamp: 3_000 });
+        assert_eq!(b.find_record_by_timestamp(3_000, 0), RecordSearch::Found { offset: 102, timestamp: 3_000 });
+        assert_eq!(b.find_record_by_timestamp(1_000, 103), RecordSearch::Found { offset: 103, timestamp: 4_000 }, "not below the log start");
+        assert_eq!(b.find_record_by_timestamp(5_001, 0), RecordSearch::NotFound);
+        // Garbage records inside a valid CRC: opaque, never a panic.
+        let mut bad = buf.to_vec();
+        for byte in &mut bad[HEADER_BYTES..] {
+            *byte = 0xff;
+        }
+        let crc = crc32c::crc32c(&bad[ATTRIBUTES_AT..]);
+        bad[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let (views, _) = split_batches(&bad).unwrap();
+        assert_eq!(views[0].find_record_by_timestamp(0, 0), RecordSearch::Opaque);
+    }
 
     #[test]
     fn simple_batch_validates_and_patches() {
