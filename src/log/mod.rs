@@ -569,7 +569,7 @@ impl PartitionLog {
                 start: if seg.base_offset <= offset { seg.lookup(offset) } else { (0, seg.base_offset) },
             });
         }
-        Ok(ReadPlan { offset, max_bytes, upto, segments })
+        Ok(ReadPlan { offset, max_bytes, upto, min_one_batch: true, segments })
     }
 
     /// The first record at or after the log start whose timestamp >= `timestamp_ms`: its
@@ -753,6 +753,9 @@ pub struct ReadPlan {
     offset: i64,
     max_bytes: usize,
     upto: i64,
+    /// Serve the first batch even when it alone is over `max_bytes` (KIP-74's rule for the
+    /// first partition with data in a fetch; `within_max_bytes` turns it off).
+    min_one_batch: bool,
     segments: Vec<PlannedSegment>,
 }
 
@@ -791,6 +794,13 @@ fn corrupt(file: &dyn DiskFile, pos: u64, detail: String) -> Error {
 }
 
 impl ReadPlan {
+    /// Serve nothing rather than a first batch over `max_bytes` (KIP-74: only the first
+    /// partition with data in a fetch may go over its limits).
+    pub fn within_max_bytes(mut self) -> ReadPlan {
+        self.min_one_batch = false;
+        self
+    }
+
     /// The batches are served as slices of the buffers read (one per read window, so usually
     /// one in all), not copied again: a fetch's records go from the read to the response as is.
     pub async fn read(self) -> Result<ReadInfo> {
@@ -801,7 +811,7 @@ impl ReadPlan {
         'segments: for seg in &self.segments {
             let (mut pos, mut expected) = seg.start;
             while pos < seg.size_bytes {
-                let budget = if served == 0 { max_bytes.max(1) } else { max_bytes.saturating_sub(served) };
+                let budget = if served == 0 && self.min_one_batch { max_bytes.max(1) } else { max_bytes.saturating_sub(served) };
                 if budget == 0 {
                     break 'segments;
                 }
@@ -828,7 +838,7 @@ impl ReadPlan {
                         at += size;
                         continue;
                     }
-                    if b.next_offset() > upto || (served > 0 && served + size > max_bytes) {
+                    if b.next_offset() > upto || ((served > 0 || !self.min_one_batch) && served + size > max_bytes) {
                         done = true;
                         break;
                     }

@@ -145,10 +145,21 @@ impl Partition {
     /// The log is locked only to plan the read: a consumer catching up from disk does not hold
     /// up this partition's appends and syncs.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo> {
+        self.read_planned(offset, max_bytes, true).await
+    }
+
+    /// As `read`, but a first batch over `max_bytes` is not served either (see
+    /// `ReadPlan::within_max_bytes`).
+    pub async fn read_within(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo> {
+        self.read_planned(offset, max_bytes, false).await
+    }
+
+    async fn read_planned(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadInfo> {
         let plan = {
             let guard = self.log.lock().await;
             let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
-            log.read_plan(offset, max_bytes, self.high_watermark())?
+            let plan = log.read_plan(offset, max_bytes, self.high_watermark())?;
+            if min_one_batch { plan } else { plan.within_max_bytes() }
         };
         match plan.read().await {
             Ok(read) => Ok(read),

@@ -141,8 +141,12 @@ async fn read_all(targets: &[TopicTargets], max_bytes: usize, read_committed: bo
                     let budget = max_bytes.saturating_sub(total);
                     if total == 0 || budget > 0 {
                         let limit = target.partition_max_bytes.min(if total == 0 { max_bytes } else { budget });
-                        match partition.read(target.fetch_offset, limit).await {
-                            Ok(read) if total > 0 && read.records.len() > limit => {}
+                        let read = if total == 0 {
+                            partition.read(target.fetch_offset, limit).await
+                        } else {
+                            partition.read_within(target.fetch_offset, limit).await
+                        };
+                        match read {
                             Ok(read) => {
                                 total += read.records.len();
                                 data = data.with_records(Some(read.records));
