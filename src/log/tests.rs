@@ -1076,30 +1076,10 @@ async fn a_tail_cut_below_the_deleted_records_start_restarts_the_log_at_its_star
 async fn a_timestamp_lookup_answers_the_record_inside_an_uncompressed_batch() {
     // Found by a black-box audit: kafka-python's offsets_for_times answered a batch's first
     // offset and max timestamp for every target inside the batch.
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let dir = TempDir::new("ts-record");
     let mut log = PartitionLog::open(Runtime::real(), dir.0.clone(), TopicConfig::default()).await.unwrap();
     log.append(batch(&["single"], 500), 1).await.unwrap();
-    let records: Vec<Record> = (0..5)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32,
-            timestamp: 1_000 * (i + 1),
-            key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
-    log.append(buf.freeze(), 1).await.unwrap();
+    log.append(crate::protocol::batch::timestamped_batch(0, &[1_000, 2_000, 3_000, 4_000, 5_000]), 1).await.unwrap();
     sync_all(&mut log).await;
     // The batch holds offsets 1..=5 with timestamps 1000..=5000.
     assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 500)));

@@ -430,34 +430,45 @@ pub fn build_producer_batch(
     buf.freeze()
 }
 
+/// One uncompressed batch, encoded by kafka-protocol, of records `v0, v1, ...` at offsets from
+/// `base_offset` with the given timestamps (for tests of lookups by timestamp).
+#[cfg(test)]
+pub(crate) fn timestamped_batch(base_offset: i64, timestamps: &[i64]) -> Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, &timestamp)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: base_offset + i as i64,
+            sequence: i as i32, // kafka-protocol starts a new batch where offset - sequence changes
+            timestamp,
+            key: None,
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encodes");
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_timestamp_lookup_reads_the_records_of_an_uncompressed_batch() {
-        // Five records with timestamps 1000, 2000, ... in one batch, encoded by kafka-protocol.
-        let mut buf = bytes::BytesMut::new();
-        let recs: Vec<kafka_protocol::records::Record> = (0..5)
-            .map(|i| kafka_protocol::records::Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: kafka_protocol::records::TimestampType::Creation,
-                offset: 100 + i,
-                sequence: i as i32, // kafka-protocol starts a new batch where offset - sequence changes
-                timestamp: 1_000 * (i + 1),
-                key: None,
-                value: Some(Bytes::from(format!("v{i}"))),
-                headers: Default::default(),
-                delete_horizon: false,
-            })
-            .collect();
-        let opts = kafka_protocol::records::RecordEncodeOptions { version: 2, compression: kafka_protocol::records::Compression::None };
-        kafka_protocol::records::RecordBatchEncoder::encode(&mut buf, &recs, &opts).unwrap();
+        let buf = timestamped_batch(100, &[1_000, 2_000, 3_000, 4_000, 5_000]);
         let (views, _) = split_batches(&buf).unwrap();
+        assert_eq!(views.len(), 1);
         let b = &views[0];
         assert_eq!(b.find_record_by_timestamp(0, 0), RecordSearch::Found { offset: 100, timestamp: 1_000 });
         assert_eq!(b.find_record_by_timestamp(2_500, 0), RecordSearch::Found { offset: 102, timestamp: 3_000 });
