@@ -244,25 +244,11 @@ impl TopicRegistry {
     ) -> Result<Arc<Topic>, AdminError> {
         let _admin = self.admin.lock().await;
         let config = self.validate_create(name, partitions, &overrides)?;
-        let mut opened = Vec::new();
-        for p in 0..partitions {
-            let dir = partition_dir(&self.data_dir, name, p);
-            match Partition::open_in(self.rt.clone(), dir, config.clone(), self.sync_rounds.clone()).await {
-                Ok(partition) => opened.push(partition),
-                Err(e) => {
-                    for partition in &opened {
-                        let _ = partition.close().await;
-                    }
-                    return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")));
-                }
-            }
-        }
+        let opened = self.open_partitions(name, 0..partitions, &config).await?;
         let topic = Arc::new(Topic { name: name.to_string(), id: rng::random_uuid(), overrides, config, partitions: opened });
-        if let Err(e) = self.persist_then_publish(name, topic.clone()).await {
+        if let Err(e) = self.persist_then_publish(topic.clone()).await {
             // Never visible; its directories are orphans the next start removes.
-            for partition in &topic.partitions {
-                let _ = partition.close().await;
-            }
+            close_partitions(&topic.partitions).await;
             return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
         }
         tracing::info!(topic = name, partitions, "created topic");
@@ -315,22 +301,7 @@ impl TopicRegistry {
         if validate_only {
             return Ok(());
         }
-        let mut added = Vec::new();
-        let close_added = |added: Vec<Arc<Partition>>| async move {
-            for partition in added {
-                let _ = partition.close().await;
-            }
-        };
-        for p in current..count {
-            let dir = partition_dir(&self.data_dir, name, p);
-            match Partition::open_in(self.rt.clone(), dir, topic.config.clone(), self.sync_rounds.clone()).await {
-                Ok(partition) => added.push(partition),
-                Err(e) => {
-                    close_added(added).await;
-                    return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")));
-                }
-            }
-        }
+        let added = self.open_partitions(name, current..count, &topic.config).await?;
         let grown = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
@@ -338,10 +309,10 @@ impl TopicRegistry {
             config: topic.config.clone(),
             partitions: topic.partitions.iter().chain(&added).cloned().collect(),
         });
-        if let Err(e) = self.persist_then_publish(name, grown).await {
+        if let Err(e) = self.persist_then_publish(grown).await {
             // The new partitions were never visible; their directories are orphans the next
             // start removes.
-            close_added(added).await;
+            close_partitions(&added).await;
             return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
         }
         Ok(())
@@ -374,7 +345,7 @@ impl TopicRegistry {
             config: config.clone(),
             partitions: topic.partitions.clone(),
         });
-        if let Err(e) = self.persist_then_publish(name, altered).await {
+        if let Err(e) = self.persist_then_publish(altered).await {
             return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
         }
         for partition in &topic.partitions {
@@ -434,13 +405,29 @@ impl TopicRegistry {
     /// Make `change` to the topics durable, then (only then) visible: the metadata file is
     /// written from the current topics with `change` applied, and the map is changed after
     /// the write succeeded. Callers hold the admin lock (so nothing else changes the map).
-    async fn persist_then_publish(&self, name: &str, change: Arc<Topic>) -> anyhow::Result<()> {
+    async fn persist_then_publish(&self, change: Arc<Topic>) -> anyhow::Result<()> {
         let mut next = self.topics.read().expect("topics lock").clone();
-        next.insert(name.to_string(), change.clone());
+        next.insert(change.name.clone(), change.clone());
         let block_end = self.producer_ids.lock().expect("producer id lock").1;
         self.persist_topics(next, block_end).await?;
-        self.topics.write().expect("topics lock").insert(name.to_string(), change);
+        self.topics.write().expect("topics lock").insert(change.name.clone(), change);
         Ok(())
+    }
+
+    /// Open (creating) partitions `range` of topic `name`; if one fails, close those opened.
+    async fn open_partitions(&self, name: &str, range: std::ops::Range<i32>, config: &TopicConfig) -> Result<Vec<Arc<Partition>>, AdminError> {
+        let mut opened = Vec::with_capacity(range.len());
+        for p in range {
+            let dir = partition_dir(&self.data_dir, name, p);
+            match Partition::open_in(self.rt.clone(), dir, config.clone(), self.sync_rounds.clone()).await {
+                Ok(partition) => opened.push(partition),
+                Err(e) => {
+                    close_partitions(&opened).await;
+                    return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")));
+                }
+            }
+        }
+        Ok(opened)
     }
 
     async fn persist_topics(&self, topics: BTreeMap<String, Arc<Topic>>, producer_id_block_end: i64) -> anyhow::Result<()> {
@@ -474,6 +461,13 @@ impl TopicRegistry {
                 }
             }
         }
+    }
+}
+
+/// Close partitions that never became visible (a create or grow that failed part-way).
+async fn close_partitions(partitions: &[Arc<Partition>]) {
+    for partition in partitions {
+        let _ = partition.close().await;
     }
 }
 
