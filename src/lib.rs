@@ -12,6 +12,8 @@
 //!                 topic registry (durable topic metadata)
 //! - `group/`      the group coordinator's sans-IO core (classic and KIP-848 protocols,
 //!   assignors, offsets, `__consumer_offsets` records); its shell is `server/groups.rs`
+//! - `raft/`       the Raft consensus core, sans-IO (elections with pre-vote and check-quorum,
+//!   replication, commitment, membership changes, leadership transfer, log start)
 //! - `partition/`  a replica: log + group-commit flusher + high watermark
 //! - `log/`        one partition's durable segmented log, its recovery, and idempotent
 //!   producers' state
@@ -30,5 +32,6 @@ pub mod log;
 pub mod metrics;
 pub mod partition;
 pub mod protocol;
+pub mod raft;
 pub mod runtime;
 pub mod server;

@@ -1,1 +1,3 @@
-//! Property tests live in tests/.
+//! Property tests live in tests/; this library holds their shared harnesses.
+
+pub mod raft_harness;

@@ -13,7 +13,13 @@
 //! `producer-dedup-off` (idempotent producers' retries are stored again), `skip-dir-sync`
 //! (metadata files and checkpoints are renamed into place without syncing the directory),
 //! `log-start-in-memory` (a log start moved inside the first segment, by DeleteRecords, is not
-//! persisted, as if the checkpoint mattered only when segment files go).
+//! persisted, as if the checkpoint mattered only when segment files go). The Raft core's
+//! (`src/raft/`): `raft-vote-without-persist` (a vote, and the term it bumps to, are not made
+//! durable before the answer leaves), `raft-commit-previous-term` (the leader commits an entry
+//! of an earlier term by counting replicas, the paper's Figure 8), `raft-accept-stale-append`
+//! (a follower takes appends from a leader of a lower term), `raft-keep-conflicting-suffix` (a
+//! follower keeps its entries that conflict with the leader's and acknowledges anyway),
+//! `raft-vote-for-stale-log` (a vote is granted to a candidate whose log is behind).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
@@ -30,6 +36,11 @@ pub const PLANTED_BUGS: &[&str] = &[
     "producer-dedup-off",
     "skip-dir-sync",
     "log-start-in-memory",
+    "raft-vote-without-persist",
+    "raft-commit-previous-term",
+    "raft-accept-stale-append",
+    "raft-keep-conflicting-suffix",
+    "raft-vote-for-stale-log",
 ];
 
 static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);

@@ -1,0 +1,129 @@
+//! What goes in and out of the core: messages between peers, log entries, and the [`Output`] a
+//! call leaves for the shell.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term};
+
+/// One log entry. The core sees only its term and, for Raft's own entries, its meaning; a data
+/// entry's bytes (a record batch, a metadata record) pass through untouched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub payload: Payload,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// The application's bytes.
+    Data(Bytes),
+    /// Appended by every new leader at the start of its term, so an entry of its term can
+    /// commit (and carry the earlier terms' entries with it).
+    LeaderChange,
+    /// A new configuration; in force from the moment it is appended.
+    Config(Membership),
+}
+
+/// How a follower answers an append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResult {
+    /// The follower's log matches the leader's up to `match_index`, and is durable that far.
+    Ok { match_index: LogIndex },
+    /// The entry at `rejected` (the append's previous index) did not match. `hint_term` is the
+    /// term the follower has at `rejected` (None: its log ends before it) and `hint_index` the
+    /// first index of that term in its log (or its log end + 1).
+    Reject { rejected: LogIndex, hint_index: LogIndex, hint_term: Option<Term> },
+}
+
+/// Messages between the cores of one group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    /// Would you vote for me in `term` (our term + 1)? Changes nothing on the receiver.
+    PreVote { term: Term, last_index: LogIndex, last_term: Term },
+    PreVoteResponse { term: Term, granted: bool },
+    /// `transfer`: sent on a leader's request (TimeoutNow), so peers that still hear from that
+    /// leader answer it anyway.
+    Vote { term: Term, last_index: LogIndex, last_term: Term, transfer: bool },
+    VoteResponse { term: Term, granted: bool },
+    Append { term: Term, prev_index: LogIndex, prev_term: Term, commit: LogIndex, entries: Vec<Entry> },
+    AppendResponse { term: Term, result: AppendResult },
+    /// `commit` is at most what the leader knows the receiver has.
+    Heartbeat { term: Term, commit: LogIndex },
+    HeartbeatResponse { term: Term },
+    /// Replace your log with one that starts after `meta` (snapshot data, possibly empty).
+    Snapshot { term: Term, meta: SnapshotMeta, data: Bytes },
+    /// Start an election now (leadership transfer).
+    TimeoutNow { term: Term },
+}
+
+impl Msg {
+    pub fn term(&self) -> Term {
+        match self {
+            Msg::PreVote { term, .. }
+            | Msg::PreVoteResponse { term, .. }
+            | Msg::Vote { term, .. }
+            | Msg::VoteResponse { term, .. }
+            | Msg::Append { term, .. }
+            | Msg::AppendResponse { term, .. }
+            | Msg::Heartbeat { term, .. }
+            | Msg::HeartbeatResponse { term }
+            | Msg::Snapshot { term, .. }
+            | Msg::TimeoutNow { term } => *term,
+        }
+    }
+}
+
+/// A log write for the shell, executed in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogWrite {
+    /// Remove every entry from `truncate_from` on (if set), then append `entries` starting at
+    /// `first_index`.
+    Append { id: u64, truncate_from: Option<LogIndex>, first_index: LogIndex, entries: Vec<Entry> },
+    /// Discard the whole log; it now starts after `meta` and holds the snapshot `data`.
+    Restore { id: u64, meta: SnapshotMeta, data: Bytes },
+}
+
+impl LogWrite {
+    pub fn id(&self) -> u64 {
+        match self {
+            LogWrite::Append { id, .. } | LogWrite::Restore { id, .. } => *id,
+        }
+    }
+}
+
+/// Something only the shell can send: it holds the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replicate {
+    /// Send `Msg::Append { term, prev_index, prev_term, commit, entries }` with the entries of
+    /// `range` read from the log.
+    Entries { to: NodeId, term: Term, prev_index: LogIndex, prev_term: Term, commit: LogIndex, range: Range<LogIndex> },
+    /// Send `Msg::Snapshot { term, meta, data }` with the snapshot (or, for a partition log, no
+    /// data: the follower starts its log at the leader's log start).
+    Snapshot { to: NodeId, term: Term, meta: SnapshotMeta },
+}
+
+/// What a call asks the shell to do, in this order: make `hard_state` durable; submit
+/// `writes` (in order); send `send` and `replicate`. A shell may let several calls accumulate
+/// into one `Output` before executing it.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub hard_state: Option<HardState>,
+    pub writes: Vec<LogWrite>,
+    pub send: Vec<(NodeId, Msg)>,
+    pub replicate: Vec<Replicate>,
+    /// The commit index moved up to here.
+    pub commit_index: Option<LogIndex>,
+}
+
+impl Output {
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.writes.is_empty()
+            && self.send.is_empty()
+            && self.replicate.is_empty()
+            && self.commit_index.is_none()
+    }
+}
