@@ -55,6 +55,14 @@ fn kafka_python_admin_alter_configs_and_delete_records() {
     assert_eq!(run_python(&broker, "kafka_python_admin.py", &[]), "ok");
 }
 
+/// ListOffsets MAX_TIMESTAMP (KIP-734) answers the record carrying the max timestamp inside an
+/// uncompressed batch, and a compressed batch's first offset (issue 21).
+#[test]
+fn kafka_python_list_offsets_max_timestamp() {
+    let broker = Broker::start("kafka-python-max-ts");
+    assert_eq!(run_python(&broker, "kafka_python_max_timestamp.py", &[]), "ok");
+}
+
 #[test]
 fn kcat_round_trip() {
     need_kcat();
