@@ -63,6 +63,14 @@ fn kafka_python_list_offsets_max_timestamp() {
     assert_eq!(run_python(&broker, "kafka_python_max_timestamp.py", &[]), "ok");
 }
 
+/// KIP-430: with no authorizer, topics, the cluster and groups answer every operation their
+/// resource type supports when the admin client asks (issue 21).
+#[test]
+fn kafka_python_authorized_operations() {
+    let broker = Broker::start("kafka-python-acl-ops");
+    assert_eq!(run_python(&broker, "kafka_python_authorized_operations.py", &[]), "ok");
+}
+
 #[test]
 fn kcat_round_trip() {
     need_kcat();
