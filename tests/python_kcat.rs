@@ -71,6 +71,23 @@ fn kafka_python_authorized_operations() {
     assert_eq!(run_python(&broker, "kafka_python_authorized_operations.py", &[]), "ok");
 }
 
+/// KIP-848 group configs (issue 21): kafka-python's admin client describes and alters a
+/// group's `consumer.*` configs (bounds refused with INVALID_CONFIG naming them, stored before
+/// the group exists), they survive a SIGKILL and restart, and `strand group describe` shows them.
+#[test]
+fn kafka_python_group_configs() {
+    let mut broker = Broker::start("kafka-python-group-configs");
+    assert_eq!(run_python(&broker, "kafka_python_group_configs.py", &["set"]), "ok");
+    // Durable once acknowledged: SIGKILL, no clean shutdown.
+    broker.kill9();
+    broker.restart();
+    assert_eq!(run_python(&broker, "kafka_python_group_configs.py", &["check"]), "ok");
+    let (ok, out, err) = common::strand_cli(&broker, &["group", "describe", "py-cfg-group"], None);
+    assert!(ok, "{out}{err}");
+    let configs: Vec<&str> = out.lines().skip_while(|l| *l != "configs:").skip(1).map(str::trim).collect();
+    assert_eq!(configs, vec!["consumer.session.timeout.ms=50000  (set)", "consumer.heartbeat.interval.ms=7000  (set)"], "{out}");
+}
+
 #[test]
 fn kcat_round_trip() {
     need_kcat();
