@@ -223,6 +223,14 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: u64,
     /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.min.session.timeout.ms` / `group.consumer.max.session.timeout.ms` and
+    /// `group.consumer.min.heartbeat.interval.ms` / `group.consumer.max.heartbeat.interval.ms`:
+    /// the bounds of a group's `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`
+    /// (group configs, KIP-848).
+    pub group_consumer_min_session_timeout_ms: i32,
+    pub group_consumer_max_session_timeout_ms: i32,
+    pub group_consumer_min_heartbeat_interval_ms: i32,
+    pub group_consumer_max_heartbeat_interval_ms: i32,
     /// `connections.max.idle.ms`: a connection that neither sends a request nor takes a
     /// response for this long is closed; so is one that does not finish sending a request or
     /// reading a response within it.
@@ -252,6 +260,10 @@ impl Default for BrokerConfig {
             group_max_size: i32::MAX,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_min_session_timeout_ms: 45_000,
+            group_consumer_max_session_timeout_ms: 60_000,
+            group_consumer_min_heartbeat_interval_ms: 5_000,
+            group_consumer_max_heartbeat_interval_ms: 15_000,
             connections_max_idle_ms: 600_000,
         }
     }
@@ -293,6 +305,24 @@ impl BrokerConfig {
         }
         if self.group_consumer_session_timeout_ms < 1 || self.group_consumer_heartbeat_interval_ms < 1 {
             return Err(ConfigError("group_consumer_session_timeout_ms and group_consumer_heartbeat_interval_ms must be at least 1".into()));
+        }
+        for (min_key, min, max_key, max) in [
+            (
+                "group_consumer_min_session_timeout_ms",
+                self.group_consumer_min_session_timeout_ms,
+                "group_consumer_max_session_timeout_ms",
+                self.group_consumer_max_session_timeout_ms,
+            ),
+            (
+                "group_consumer_min_heartbeat_interval_ms",
+                self.group_consumer_min_heartbeat_interval_ms,
+                "group_consumer_max_heartbeat_interval_ms",
+                self.group_consumer_max_heartbeat_interval_ms,
+            ),
+        ] {
+            if min < 1 || min > max {
+                return Err(ConfigError(format!("{min_key} {min} must be at least 1 and at most {max_key} {max}")));
+            }
         }
         if self.group_initial_rebalance_delay_ms > 300_000 {
             return Err(ConfigError(format!(
@@ -343,6 +373,10 @@ impl BrokerConfig {
             offset_metadata_max_bytes: 4096,
             consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
             consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+            consumer_min_session_timeout_ms: self.group_consumer_min_session_timeout_ms,
+            consumer_max_session_timeout_ms: self.group_consumer_max_session_timeout_ms,
+            consumer_min_heartbeat_interval_ms: self.group_consumer_min_heartbeat_interval_ms,
+            consumer_max_heartbeat_interval_ms: self.group_consumer_max_heartbeat_interval_ms,
             default_assignor: crate::group::assignor::UNIFORM.to_string(),
         }
     }

@@ -55,6 +55,39 @@ fn kafka_python_admin_alter_configs_and_delete_records() {
     assert_eq!(run_python(&broker, "kafka_python_admin.py", &[]), "ok");
 }
 
+/// ListOffsets MAX_TIMESTAMP (KIP-734) answers the record carrying the max timestamp inside an
+/// uncompressed batch, and a compressed batch's first offset (issue 21).
+#[test]
+fn kafka_python_list_offsets_max_timestamp() {
+    let broker = Broker::start("kafka-python-max-ts");
+    assert_eq!(run_python(&broker, "kafka_python_max_timestamp.py", &[]), "ok");
+}
+
+/// KIP-430: with no authorizer, topics, the cluster and groups answer every operation their
+/// resource type supports when the admin client asks (issue 21).
+#[test]
+fn kafka_python_authorized_operations() {
+    let broker = Broker::start("kafka-python-acl-ops");
+    assert_eq!(run_python(&broker, "kafka_python_authorized_operations.py", &[]), "ok");
+}
+
+/// KIP-848 group configs (issue 21): kafka-python's admin client describes and alters a
+/// group's `consumer.*` configs (bounds refused with INVALID_CONFIG naming them, stored before
+/// the group exists), they survive a SIGKILL and restart, and `strand group describe` shows them.
+#[test]
+fn kafka_python_group_configs() {
+    let mut broker = Broker::start("kafka-python-group-configs");
+    assert_eq!(run_python(&broker, "kafka_python_group_configs.py", &["set"]), "ok");
+    // Durable once acknowledged: SIGKILL, no clean shutdown.
+    broker.kill9();
+    broker.restart();
+    assert_eq!(run_python(&broker, "kafka_python_group_configs.py", &["check"]), "ok");
+    let (ok, out, err) = common::strand_cli(&broker, &["group", "describe", "py-cfg-group"], None);
+    assert!(ok, "{out}{err}");
+    let configs: Vec<&str> = out.lines().skip_while(|l| *l != "configs:").skip(1).map(str::trim).collect();
+    assert_eq!(configs, vec!["consumer.session.timeout.ms=50000  (set)", "consumer.heartbeat.interval.ms=7000  (set)"], "{out}");
+}
+
 #[test]
 fn kcat_round_trip() {
     need_kcat();

@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{anyhow, bail};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, OffsetCommitRequest,
+    DeleteGroupsRequest, DescribeConfigsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, OffsetCommitRequest,
     OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -31,6 +32,9 @@ const DELETE_GROUPS_VERSION: i16 = 2;
 const OFFSET_FETCH_VERSION: i16 = 8;
 const OFFSET_COMMIT_VERSION: i16 = 8;
 const LIST_OFFSETS_VERSION: i16 = 7;
+const DESCRIBE_CONFIGS_VERSION: i16 = 4;
+/// ConfigResource.Type GROUP.
+const GROUP_RESOURCE_TYPE: i8 = 32;
 
 /// ListOffsets timestamps with a special meaning.
 const LATEST: i64 = -1;
@@ -347,6 +351,29 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
         })
         .collect();
     print_table(&["TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID"], &rows);
+    print_group_configs(client, group).await
+}
+
+/// The group's configs (KIP-848: DescribeConfigs on resource type GROUP), its own values marked.
+async fn print_group_configs(client: &mut Client, group: &str) -> anyhow::Result<()> {
+    let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+        .with_resource_type(GROUP_RESOURCE_TYPE)
+        .with_resource_name(str_bytes(group))
+        .with_configuration_keys(None)]);
+    let (_, r) = client.send(&request, DESCRIBE_CONFIGS_VERSION).await?;
+    let result = r.results.first().ok_or_else(|| anyhow!("empty DescribeConfigs response"))?;
+    println!();
+    if result.error_code != 0 {
+        // A broker without group configs: the rest of the description still stands.
+        println!("configs: unavailable ({})", error_name(result.error_code));
+        return Ok(());
+    }
+    println!("configs:");
+    for c in &result.configs {
+        // config_source 8 is GROUP_CONFIG: set for this group.
+        let note = if c.config_source == 8 { "  (set)" } else { "" };
+        println!("  {}={}{note}", c.name.as_str(), c.value.as_ref().map(|v| v.as_str()).unwrap_or("null"));
+    }
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use crate::protocol::errors::ErrorCode;
 use classic::{Classic, ClassicState, JoinRequest, JoinResponse, SyncRequest, SyncResponse};
 use consumer::Consumer;
-use records::{GroupRecord, GroupValue, OffsetValue, RecordKey, RecordValue};
+use records::{GroupConfigValue, GroupRecord, GroupValue, OffsetValue, RecordKey, RecordValue};
 
 /// Identifies a parked request in the shell.
 pub type Token = u64;
@@ -57,6 +57,14 @@ pub struct GroupConfig {
     pub consumer_session_timeout_ms: u64,
     /// `group.consumer.heartbeat.interval.ms`.
     pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.min.session.timeout.ms` and `group.consumer.max.session.timeout.ms`:
+    /// the bounds of a group's `consumer.session.timeout.ms`.
+    pub consumer_min_session_timeout_ms: i32,
+    pub consumer_max_session_timeout_ms: i32,
+    /// `group.consumer.min.heartbeat.interval.ms` and `group.consumer.max.heartbeat.interval.ms`:
+    /// the bounds of a group's `consumer.heartbeat.interval.ms`.
+    pub consumer_min_heartbeat_interval_ms: i32,
+    pub consumer_max_heartbeat_interval_ms: i32,
     /// The first of `group.consumer.assignors`.
     pub default_assignor: String,
 }
@@ -73,8 +81,82 @@ impl Default for GroupConfig {
             offset_metadata_max_bytes: 4096,
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
+            consumer_min_session_timeout_ms: 45_000,
+            consumer_max_session_timeout_ms: 60_000,
+            consumer_min_heartbeat_interval_ms: 5_000,
+            consumer_max_heartbeat_interval_ms: 15_000,
             default_assignor: assignor::UNIFORM.to_string(),
         }
+    }
+}
+
+/// KIP-848 group configs (Kafka's `GroupConfig`; the share-group ones wait for share groups).
+pub const CONSUMER_SESSION_TIMEOUT_MS: &str = "consumer.session.timeout.ms";
+pub const CONSUMER_HEARTBEAT_INTERVAL_MS: &str = "consumer.heartbeat.interval.ms";
+pub const GROUP_CONFIG_KEYS: [&str; 2] = [CONSUMER_SESSION_TIMEOUT_MS, CONSUMER_HEARTBEAT_INTERVAL_MS];
+
+impl GroupConfig {
+    /// This config with a group's overrides applied (they were validated when set).
+    pub fn with_overrides(&self, overrides: Option<&BTreeMap<String, String>>) -> GroupConfig {
+        let mut c = self.clone();
+        let get = |key: &str| overrides.and_then(|o| o.get(key)).and_then(|v| v.parse::<i32>().ok()).filter(|v| *v > 0);
+        if let Some(v) = get(CONSUMER_SESSION_TIMEOUT_MS) {
+            c.consumer_session_timeout_ms = v as u64;
+        }
+        if let Some(v) = get(CONSUMER_HEARTBEAT_INTERVAL_MS) {
+            c.consumer_heartbeat_interval_ms = v;
+        }
+        c
+    }
+
+    /// A group's config value for `key` (one of `GROUP_CONFIG_KEYS`) with its overrides.
+    pub fn group_config_value(&self, key: &str) -> Option<i64> {
+        match key {
+            CONSUMER_SESSION_TIMEOUT_MS => Some(self.consumer_session_timeout_ms as i64),
+            CONSUMER_HEARTBEAT_INTERVAL_MS => Some(i64::from(self.consumer_heartbeat_interval_ms)),
+            _ => None,
+        }
+    }
+
+    /// Kafka's `GroupConfig.validate`: only known keys, each an int of at least 1, each within
+    /// the broker's bounds (the message names the bound, as Kafka's), and a session timeout
+    /// above the heartbeat interval once the defaults fill in what `overrides` leaves out.
+    pub fn validate_group_overrides(&self, overrides: &BTreeMap<String, String>) -> Result<(), String> {
+        for (key, value) in overrides {
+            if !GROUP_CONFIG_KEYS.contains(&key.as_str()) {
+                return Err(format!("Unknown group config name: {key}"));
+            }
+            match value.trim().parse::<i32>() {
+                Ok(v) if v >= 1 => {}
+                Ok(v) => return Err(format!("Invalid value {v} for configuration {key}: Value must be at least 1")),
+                Err(_) => return Err(format!("Invalid value {value} for configuration {key}: Not a number of type INT")),
+            }
+        }
+        let get = |key: &str, default: i64| overrides.get(key).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(default);
+        let heartbeat = get(CONSUMER_HEARTBEAT_INTERVAL_MS, i64::from(self.consumer_heartbeat_interval_ms));
+        let session = get(CONSUMER_SESSION_TIMEOUT_MS, self.consumer_session_timeout_ms as i64);
+        let bounds = [
+            (CONSUMER_HEARTBEAT_INTERVAL_MS, heartbeat, "group.consumer.min.heartbeat.interval.ms", self.consumer_min_heartbeat_interval_ms, "group.consumer.max.heartbeat.interval.ms", self.consumer_max_heartbeat_interval_ms),
+            (CONSUMER_SESSION_TIMEOUT_MS, session, "group.consumer.min.session.timeout.ms", self.consumer_min_session_timeout_ms, "group.consumer.max.session.timeout.ms", self.consumer_max_session_timeout_ms),
+        ];
+        for (key, value, min_name, min, max_name, max) in bounds {
+            // Only an overridden value is held to the bounds: the broker's own default is the
+            // operator's choice (Kafka refuses to start when it lies outside them; strand's
+            // tests and simulator run shorter timeouts than Kafka's minimums).
+            if !overrides.contains_key(key) {
+                continue;
+            }
+            if value < i64::from(min) {
+                return Err(format!("{key} must be greater than or equal to {min_name} ({min})"));
+            }
+            if value > i64::from(max) {
+                return Err(format!("{key} must be less than or equal to {max_name} ({max})"));
+            }
+        }
+        if session <= heartbeat {
+            return Err(format!("{CONSUMER_SESSION_TIMEOUT_MS} must be greater than {CONSUMER_HEARTBEAT_INTERVAL_MS} ({session} <= {heartbeat})"));
+        }
+        Ok(())
     }
 }
 
@@ -231,6 +313,9 @@ pub fn validate_group_id(group_id: &str) -> ErrorCode {
 pub struct Coordinator {
     pub config: GroupConfig,
     groups: BTreeMap<String, Group>,
+    /// Each group's config overrides (KIP-848), whether or not the group exists: Kafka stores
+    /// a config set for a group before its first member as well.
+    group_configs: BTreeMap<String, BTreeMap<String, String>>,
     out: Output,
     /// Member ids are `{client_id}-{nonce}-{seq}`: unique per coordinator incarnation.
     nonce: u64,
@@ -240,7 +325,38 @@ pub struct Coordinator {
 impl Coordinator {
     /// `nonce` (random per start) keeps member ids of different incarnations apart.
     pub fn new(config: GroupConfig, nonce: u64) -> Coordinator {
-        Coordinator { config, groups: BTreeMap::new(), out: Output::default(), nonce, member_seq: 0 }
+        Coordinator { config, groups: BTreeMap::new(), group_configs: BTreeMap::new(), out: Output::default(), nonce, member_seq: 0 }
+    }
+
+    /// A group's config overrides, if any.
+    pub fn group_configs(&self, group_id: &str) -> Option<&BTreeMap<String, String>> {
+        self.group_configs.get(group_id)
+    }
+
+    /// The settings that apply to `group_id`: the broker's, with the group's overrides.
+    pub fn config_for(&self, group_id: &str) -> GroupConfig {
+        self.config.with_overrides(self.group_configs.get(group_id))
+    }
+
+    /// Replace a group's config overrides (validated by the caller with
+    /// `GroupConfig::validate_group_overrides`) and queue the record that makes it durable; no
+    /// overrides left writes a tombstone. Members see the change at their next heartbeat and
+    /// the next session check.
+    pub fn set_group_configs(&mut self, group_id: &str, overrides: BTreeMap<String, String>) {
+        let partition = partition_for(group_id, self.config.offsets_partitions);
+        let key = RecordKey::GroupConfig { group: group_id.to_string() };
+        if overrides.is_empty() {
+            if self.group_configs.remove(group_id).is_some() {
+                self.out.records.push(GroupRecord { partition, key, value: None });
+            }
+        } else {
+            self.out.records.push(GroupRecord {
+                partition,
+                key,
+                value: Some(RecordValue::GroupConfig(GroupConfigValue { configs: overrides.clone() })),
+            });
+            self.group_configs.insert(group_id.to_string(), overrides);
+        }
     }
 
     /// Replies and records produced since the last call.
@@ -384,7 +500,7 @@ impl Coordinator {
             self.member_seq += 1;
             self.member_seq
         });
-        let config = self.config.clone();
+        let config = self.config_for(&group_id);
         let g = self.groups.get_mut(&group_id).expect("present");
         let Kind::Consumer(c) = &mut g.kind else { unreachable!("converted above") };
         let (response, bumped) = c.heartbeat(now, req, member_id, topics, &config);
@@ -594,10 +710,11 @@ impl Coordinator {
         let config = self.config.clone();
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
+            let group_config = self.group_configs.get(&id).map(|o| config.with_overrides(Some(o)));
             let g = self.groups.get_mut(&id).expect("listed");
             let changed = match &mut g.kind {
                 Kind::Classic(c) => c.tick(now, &config, &mut self.out),
-                Kind::Consumer(c) => c.tick(now, topics, &config),
+                Kind::Consumer(c) => c.tick(now, topics, group_config.as_ref().unwrap_or(&config)),
             };
             if changed {
                 self.persist_group(&id);
@@ -623,10 +740,14 @@ impl Coordinator {
 
     /// Apply one record read back from `__consumer_offsets` partition `partition`, in log order.
     pub fn replay(&mut self, partition: i32, key: &RecordKey, value: Option<&RecordValue>, wall_ms: i64) {
-        let group_id = match key {
-            RecordKey::Offset { group, .. } | RecordKey::Group { group } => group.clone(),
-        };
+        let group_id = key.group().to_string();
         match (key, value) {
+            (RecordKey::GroupConfig { .. }, Some(RecordValue::GroupConfig(v))) => {
+                self.group_configs.insert(group_id, v.configs.clone());
+            }
+            (RecordKey::GroupConfig { .. }, _) => {
+                self.group_configs.remove(&group_id);
+            }
             (RecordKey::Group { .. }, None) => {
                 self.groups.remove(&group_id);
             }
@@ -665,13 +786,22 @@ impl Coordinator {
                     }
                 }
             }
-            (RecordKey::Group { .. }, Some(RecordValue::Offset(_))) => {}
+            (RecordKey::Group { .. }, Some(RecordValue::Offset(_) | RecordValue::GroupConfig(_))) => {}
         }
     }
 
     /// Every live record (what a compaction would keep), for one `__consumer_offsets` partition.
     pub fn snapshot(&self, partition: i32) -> Vec<GroupRecord> {
         let mut out = Vec::new();
+        for (id, configs) in &self.group_configs {
+            if partition_for(id, self.config.offsets_partitions) == partition {
+                out.push(GroupRecord {
+                    partition,
+                    key: RecordKey::GroupConfig { group: id.clone() },
+                    value: Some(RecordValue::GroupConfig(GroupConfigValue { configs: configs.clone() })),
+                });
+            }
+        }
         for g in self.groups.values().filter(|g| g.partition == partition) {
             out.push(g.record());
             for ((t, p), v) in &g.offsets {

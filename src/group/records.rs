@@ -15,6 +15,17 @@ pub enum RecordKey {
     Offset { group: String, topic: String, partition: i32 },
     /// A group's metadata (kind, generation or group epoch).
     Group { group: String },
+    /// A group's dynamic configs (KIP-848 GroupConfig, set by IncrementalAlterConfigs on
+    /// resource type GROUP), kept whether or not the group exists.
+    GroupConfig { group: String },
+}
+
+impl RecordKey {
+    pub fn group(&self) -> &str {
+        match self {
+            RecordKey::Offset { group, .. } | RecordKey::Group { group } | RecordKey::GroupConfig { group } => group,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,10 +46,18 @@ pub struct GroupValue {
     pub protocol: Option<String>,
 }
 
+/// A group's config overrides, by Kafka's key (`consumer.session.timeout.ms`, ...), validated
+/// when set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfigValue {
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordValue {
     Offset(OffsetValue),
     Group(GroupValue),
+    GroupConfig(GroupConfigValue),
 }
 
 /// One record for the coordinator to write: which `__consumer_offsets` partition, key, value.
@@ -63,6 +82,7 @@ pub fn encode_value(value: &RecordValue) -> Vec<u8> {
     match value {
         RecordValue::Offset(v) => versioned(VALUE_VERSION, v),
         RecordValue::Group(v) => versioned(VALUE_VERSION, v),
+        RecordValue::GroupConfig(v) => versioned(VALUE_VERSION, v),
     }
 }
 
@@ -79,6 +99,7 @@ pub fn decode_value(key: &RecordKey, bytes: &[u8]) -> Result<RecordValue, String
         Some((&VALUE_VERSION, rest)) => match key {
             RecordKey::Offset { .. } => postcard::from_bytes(rest).map(RecordValue::Offset),
             RecordKey::Group { .. } => postcard::from_bytes(rest).map(RecordValue::Group),
+            RecordKey::GroupConfig { .. } => postcard::from_bytes(rest).map(RecordValue::GroupConfig),
         }
         .map_err(|e| format!("bad record value: {e}")),
         Some((v, _)) => Err(format!("unknown record value version {v}")),
@@ -100,5 +121,11 @@ mod tests {
         assert!(decode_key(&[9, 1, 2]).is_err());
         assert!(decode_key(&[KEY_VERSION, 0xff, 0xff, 0xff]).is_err());
         assert!(decode_value(&k, &[VALUE_VERSION]).is_err());
+        let k = RecordKey::GroupConfig { group: "g".into() };
+        let v = RecordValue::GroupConfig(GroupConfigValue {
+            configs: [("consumer.session.timeout.ms".to_string(), "50000".to_string())].into_iter().collect(),
+        });
+        assert_eq!(decode_key(&encode_key(&k)).unwrap(), k);
+        assert_eq!(decode_value(&k, &encode_value(&v)).unwrap(), v);
     }
 }

@@ -341,3 +341,79 @@ fn consumer_protocol_regex_subscription_follows_new_topics() {
     assert!(r2.member_epoch > r.member_epoch, "the group epoch moved");
     assert_eq!(r2.assignment.unwrap().get("rx-c").map(|p| p.len()), Some(2));
 }
+
+/// KIP-848 group configs (issue 21): stored for a group that does not exist yet, validated
+/// against the broker's bounds, applied to that group's members (the heartbeat interval they
+/// are told, the session timeout that fences them) and to no other group, and rebuilt by replay
+/// and compaction's snapshot.
+#[test]
+fn group_configs_apply_to_their_group_and_survive_replay() {
+    use consumer::HeartbeatRequest;
+    let mut c = Coordinator::new(config(), 1);
+    let topics: BTreeMap<String, i32> = [("t".to_string(), 2)].into();
+    let hb = |group: &str, epoch: i32| HeartbeatRequest {
+        group_id: group.into(),
+        member_id: String::new(),
+        member_epoch: epoch,
+        instance_id: None,
+        rack_id: None,
+        rebalance_timeout_ms: 30_000,
+        subscribed: Some(vec!["t".to_string()]),
+        subscribed_regex: None,
+        server_assignor: None,
+        owned: Some(Default::default()),
+        client_id: "c".into(),
+        client_host: "h".into(),
+    };
+    let set = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+    // Bounds, as Kafka's GroupConfig.validate words them.
+    let v = |pairs: &[(&str, &str)]| c.config.validate_group_overrides(&set(pairs));
+    assert_eq!(
+        v(&[(CONSUMER_SESSION_TIMEOUT_MS, "1000")]).unwrap_err(),
+        "consumer.session.timeout.ms must be greater than or equal to group.consumer.min.session.timeout.ms (45000)"
+    );
+    assert_eq!(
+        v(&[(CONSUMER_HEARTBEAT_INTERVAL_MS, "20000")]).unwrap_err(),
+        "consumer.heartbeat.interval.ms must be less than or equal to group.consumer.max.heartbeat.interval.ms (15000)"
+    );
+    assert!(v(&[(CONSUMER_HEARTBEAT_INTERVAL_MS, "soon")]).unwrap_err().contains("consumer.heartbeat.interval.ms"));
+    assert!(v(&[("consumer.nope", "1")]).unwrap_err().contains("Unknown group config name: consumer.nope"));
+    assert!(v(&[(CONSUMER_SESSION_TIMEOUT_MS, "50000"), (CONSUMER_HEARTBEAT_INTERVAL_MS, "7000")]).is_ok());
+
+    // Set before the group exists.
+    let overrides = set(&[(CONSUMER_SESSION_TIMEOUT_MS, "50000"), (CONSUMER_HEARTBEAT_INTERVAL_MS, "7000")]);
+    c.set_group_configs("g", overrides.clone());
+    let out = c.take_output();
+    assert_eq!(out.records.len(), 1);
+    assert!(matches!(&out.records[0].key, records::RecordKey::GroupConfig { group } if group == "g"));
+    assert!(c.group("g").is_none(), "a config does not create the group");
+
+    let r = c.consumer_heartbeat(now(0), hb("g", 0), &topics);
+    assert_eq!((r.error, r.heartbeat_interval_ms), (ErrorCode::NONE, 7_000), "the group's interval");
+    let other = c.consumer_heartbeat(now(0), hb("other", 0), &topics);
+    assert_eq!(other.heartbeat_interval_ms, 5_000, "another group keeps the broker's");
+    // The broker's 45 s would have fenced both at 46 s; the group's 50 s keeps its member.
+    c.tick(now(46_000), &topics);
+    assert!(c.group("other").unwrap().is_empty(), "fenced after the broker's session timeout");
+    assert!(!c.group("g").unwrap().is_empty(), "kept within the group's session timeout");
+    c.tick(now(50_000), &topics);
+    assert!(c.group("g").unwrap().is_empty(), "fenced after the group's session timeout");
+    c.take_output();
+
+    // Replay and compaction's snapshot bring the configs back; a tombstone removes them.
+    let partition = partition_for("g", c.config.offsets_partitions);
+    let snapshot = c.snapshot(partition);
+    let mut replayed = Coordinator::new(config(), 2);
+    for r in &snapshot {
+        replayed.replay(r.partition, &r.key, r.value.as_ref(), 0);
+    }
+    assert_eq!(replayed.group_configs("g"), Some(&overrides));
+    assert_eq!(replayed.config_for("g").consumer_heartbeat_interval_ms, 7_000);
+    replayed.set_group_configs("g", BTreeMap::new());
+    let out = replayed.take_output();
+    assert_eq!(out.records.len(), 1);
+    assert!(out.records[0].value.is_none(), "no overrides left: a tombstone");
+    replayed.replay(out.records[0].partition, &out.records[0].key, None, 0);
+    assert_eq!(replayed.group_configs("g"), None);
+    assert_eq!(replayed.config_for("g").consumer_heartbeat_interval_ms, 5_000);
+}

@@ -593,13 +593,35 @@ impl PartitionLog {
         TimestampPlan { timestamp_ms, log_start_offset: self.log_start_offset, segments }
     }
 
-    /// The (max timestamp, offset) of the batch with the largest timestamp, if any.
-    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        self.segments
+    /// KIP-734's ListOffsets MAX_TIMESTAMP: the first record at or after the log start that
+    /// carries the largest timestamp in the log, and that timestamp, as Kafka (whose
+    /// `UnifiedLog.fetchOffsetByTimestamp` finds the segment with the largest timestamp, reads
+    /// the first batch holding it and answers `RecordBatch.offsetOfMaxTimestamp`). The
+    /// segments and the time index only say which batch (its last offset, Kafka's "shallow"
+    /// offset), so the record is read from the log itself, whether the segment's state came
+    /// from appends, from its index files or from a recovery scan: all three answer alike. In
+    /// a LogAppendTime batch every record has the batch's time, so its first record answers; a
+    /// compressed CreateTime batch cannot be looked into without its codec, which the broker
+    /// never runs, so it answers its first offset (batch granularity: DESIGN.md).
+    pub async fn offset_for_max_timestamp(&self) -> Result<Option<(i64, i64)>> {
+        match self.max_timestamp_plan() {
+            Some(plan) => plan.find().await,
+            None => Ok(None),
+        }
+    }
+
+    /// What `offset_for_max_timestamp` reads, planned under the partition's lock as
+    /// `timestamp_plan`: the lookup of the first record at or after the largest timestamp of
+    /// any batch still (partly) at or after the log start. None when no batch carries a
+    /// timestamp.
+    pub fn max_timestamp_plan(&self) -> Option<TimestampPlan> {
+        let max_timestamp = self
+            .segments
             .iter()
             .filter(|s| s.max_timestamp >= 0 && s.max_timestamp_offset >= self.log_start_offset)
-            .max_by_key(|s| (s.max_timestamp, std::cmp::Reverse(s.max_timestamp_offset)))
-            .map(|s| (s.max_timestamp, s.max_timestamp_offset))
+            .map(|s| s.max_timestamp)
+            .max()?;
+        Some(self.timestamp_plan(max_timestamp))
     }
 
     /// Apply retention (whole segments only) and age-based roll; write the recovery checkpoint.

@@ -45,7 +45,11 @@ pub struct Segment {
     pub bytes_since_index_entry: u64,
     /// Largest batch max_timestamp in the segment (-1 if none).
     pub max_timestamp: i64,
-    /// Last offset of the batch holding `max_timestamp`.
+    /// Last offset of the first batch holding `max_timestamp` (Kafka's "shallow" offset of the
+    /// max timestamp, also what the time index holds): it says which batch, not which record.
+    /// ListOffsets MAX_TIMESTAMP reads that batch's records for the record (`PartitionLog::
+    /// offset_for_max_timestamp`), so appends, loaded index files and a recovery scan, which
+    /// all set this the same way, give the same answer.
     pub max_timestamp_offset: i64,
     /// Wall time of the first append to this segment, for `segment.ms`.
     pub first_append_wall_ms: Option<i64>,

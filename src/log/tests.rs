@@ -234,7 +234,7 @@ async fn timestamps_and_retention() {
     assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 1_000)));
     assert_eq!(log.offset_for_timestamp(2_050).await.unwrap(), Some((11, 2_100)));
     assert_eq!(log.offset_for_timestamp(1_000_000).await.unwrap(), None);
-    assert_eq!(log.max_timestamp_and_offset(), Some((4_900, 39)));
+    assert_eq!(log.offset_for_max_timestamp().await.unwrap(), Some((39, 4_900)));
     let segments_before = log.segments.len();
     // Records with timestamps up to 2_500 are older than retention at now = 12_550.
     let deleted = log.maintain(12_550).await.unwrap();
@@ -885,7 +885,7 @@ async fn an_index_read_that_does_not_read_the_same_twice_is_rebuilt() {
     let log = PartitionLog::open(rt, dir.0.clone(), config).await.unwrap();
     assert_eq!(faults.corrupt_reads_left(), 0);
     assert_eq!(log.segments.iter().map(|s| (s.base_offset, s.max_timestamp)).collect::<Vec<_>>(), expected);
-    assert_eq!(log.max_timestamp_and_offset(), Some((4_900, 39)));
+    assert_eq!(log.offset_for_max_timestamp().await.unwrap(), Some((39, 4_900)));
 }
 
 /// A batch with its offset range and record count rewritten (CRC recomputed so only these
@@ -1089,4 +1089,59 @@ async fn a_timestamp_lookup_answers_the_record_inside_an_uncompressed_batch() {
     assert_eq!(log.offset_for_timestamp(5_001).await.unwrap(), None);
     log.delete_records_before(3).await.unwrap();
     assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((3, 3_000)), "never below the log start");
+}
+
+/// `batch` rewritten to claim gzip (CRC recomputed): the broker never decompresses, so its
+/// records stay readable to the test but opaque to the log.
+fn claiming_gzip(batch: Bytes) -> Bytes {
+    use crate::protocol::batch::{ATTRIBUTES_AT, CRC_AT};
+    let mut b = batch.to_vec();
+    b[ATTRIBUTES_AT + 1] |= 1; // codec bits 0..3 of the attributes' low byte: 1 = gzip
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[tokio::test]
+async fn a_max_timestamp_lookup_answers_the_record_holding_it() {
+    // Issue 21, found with librdkafka's tests: ListOffsets MAX_TIMESTAMP (KIP-734) answered
+    // the last offset of the batch holding the max timestamp, not the record carrying it.
+    let dir = TempDir::new("max-ts-record");
+    let rt = Runtime::real();
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    log.append(batch(&["single"], 500), 1).await.unwrap();
+    log.append(crate::protocol::batch::timestamped_batch(0, &[1_000, 9_000, 3_000]), 1).await.unwrap(); // 1..=3
+    log.append(crate::protocol::batch::timestamped_batch(0, &[9_000, 2_000]), 1).await.unwrap(); // 4..=5
+    sync_all(&mut log).await;
+    assert_eq!(log.offset_for_max_timestamp().await.unwrap(), Some((2, 9_000)), "the first record with the max");
+    // The same answer from the index files a clean close wrote, and from a recovery scan.
+    log.close().await.unwrap();
+    let log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert_eq!(log.offset_for_max_timestamp().await.unwrap(), Some((2, 9_000)), "after a clean reopen");
+    drop(log);
+    for f in std::fs::read_dir(&dir.0).unwrap() {
+        let path = f.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".index") || name.ends_with(".timeindex") || name == "recovery-checkpoint" {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let mut log = PartitionLog::open(rt.clone(), dir.0.clone(), TopicConfig::default()).await.unwrap();
+    assert_eq!(log.offset_for_max_timestamp().await.unwrap(), Some((2, 9_000)), "after a recovery scan");
+    // Never below the log start: the next record with that timestamp.
+    log.delete_records_before(3).await.unwrap();
+    assert_eq!(log.offset_for_max_timestamp().await.unwrap(), Some((4, 9_000)));
+    // A compressed CreateTime batch answers at batch granularity: its first offset.
+    log.append(claiming_gzip(crate::protocol::batch::timestamped_batch(0, &[1_000, 20_000, 3_000])), 1).await.unwrap(); // 6..=8
+    sync_all(&mut log).await;
+    assert_eq!(log.offset_for_max_timestamp().await.unwrap(), Some((6, 20_000)));
+
+    // LogAppendTime: every record has the batch's time, so its first record carries the max.
+    let dir = TempDir::new("max-ts-append-time");
+    let mut config = TopicConfig::default();
+    config.set("message.timestamp.type", "LogAppendTime").unwrap();
+    let mut log = PartitionLog::open(rt, dir.0.clone(), config).await.unwrap();
+    log.append(crate::protocol::batch::timestamped_batch(0, &[1_000, 5_000, 3_000]), 777_000).await.unwrap();
+    sync_all(&mut log).await;
+    assert_eq!(log.offset_for_max_timestamp().await.unwrap(), Some((0, 777_000)));
 }

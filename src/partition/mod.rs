@@ -204,8 +204,18 @@ impl Partition {
         plan.find().await
     }
 
-    pub async fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        self.log.lock().await.as_ref().and_then(|log| log.max_timestamp_and_offset())
+    /// `PartitionLog::offset_for_max_timestamp` (KIP-734), reading the disk without holding the
+    /// log: (offset, timestamp) of the first record carrying the largest timestamp.
+    pub async fn offset_for_max_timestamp(&self) -> Result<Option<(i64, i64)>> {
+        let plan = {
+            let guard = self.log.lock().await;
+            let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
+            log.max_timestamp_plan()
+        };
+        match plan {
+            Some(plan) => plan.find().await,
+            None => Ok(None),
+        }
     }
 
     pub async fn set_config(&self, config: TopicConfig) {

@@ -1,5 +1,5 @@
-//! DescribeConfigs, IncrementalAlterConfigs and the older AlterConfigs for topics (and a
-//! read-only view of the broker).
+//! DescribeConfigs, IncrementalAlterConfigs and the older AlterConfigs for topics and groups
+//! (KIP-848 group configs, kept by the group coordinator), and a read-only view of the broker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
 use crate::config::TOPIC_CONFIG_KEYS;
+use crate::group::{validate_group_id, GROUP_CONFIG_KEYS};
 use crate::limits::REQUEST_PARTITIONS_MAX;
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::Reply;
@@ -28,10 +29,12 @@ use crate::server::Broker;
 // ConfigResource.Type (apache/kafka clients/.../config/ConfigResource.java).
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 // DescribeConfigsResponse.ConfigSource.
 pub const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
 pub const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
 pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
+pub const CONFIG_SOURCE_GROUP: i8 = 8;
 // DescribeConfigsResponse.ConfigType.
 const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
@@ -114,6 +117,37 @@ pub async fn describe(broker: &Arc<Broker>, version: i16, req: DescribeConfigsRe
                     )
                 }
             }
+            RESOURCE_GROUP => {
+                let name = r.resource_name.as_str().to_string();
+                match check_group_name(&name) {
+                    Err(e) => base.with_error_code(e.code.code()).with_error_message(Some(str_bytes(&e.message))),
+                    Ok(()) => {
+                        let query = name.clone();
+                        let found = broker
+                            .groups
+                            .step(&broker.topics, move |c, _| (c.config_for(&query), c.group_configs(&query).cloned().unwrap_or_default()))
+                            .await;
+                        match found {
+                            Err(code) => base
+                                .with_error_code(code.code())
+                                .with_error_message(Some(str_bytes("the group coordinator is not available"))),
+                            // Kafka's ConfigHelper: every group config, the group's value or
+                            // the broker's default, whether or not the group exists.
+                            Ok((config, overrides)) => base.with_configs(
+                                GROUP_CONFIG_KEYS
+                                    .iter()
+                                    .filter(|k| wanted(k))
+                                    .map(|k| {
+                                        let source = if overrides.contains_key(*k) { CONFIG_SOURCE_GROUP } else { CONFIG_SOURCE_DEFAULT };
+                                        let value = config.group_config_value(k).expect("a group config key").to_string();
+                                        entry(k, value, source, TYPE_INT, false, version)
+                                    })
+                                    .collect(),
+                            ),
+                        }
+                    }
+                }
+            }
             other => base
                 .with_error_code(ErrorCode::INVALID_REQUEST.code())
                 .with_error_message(Some(str_bytes(&format!("resource type {other} is not supported")))),
@@ -123,14 +157,36 @@ pub async fn describe(broker: &Arc<Broker>, version: i16, req: DescribeConfigsRe
     Reply::Now(ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results)))
 }
 
-/// The overrides a topic would have after the operations, validated as a whole.
+/// Kafka's answer to an empty group name in a config request (ConfigHelper); a name longer
+/// than strand's group ids may be gets INVALID_GROUP_ID, as everywhere else.
+fn check_group_name(name: &str) -> Result<(), AdminError> {
+    if name.is_empty() {
+        return Err(AdminError::new(ErrorCode::INVALID_REQUEST, "Group name must not be empty"));
+    }
+    if validate_group_id(name) != ErrorCode::NONE {
+        return Err(AdminError::new(ErrorCode::INVALID_GROUP_ID, format!("group ids are at most {} bytes", crate::group::GROUP_ID_BYTES_MAX)));
+    }
+    Ok(())
+}
+
+/// A config key a resource of this type does not have: INVALID_CONFIG naming it.
+fn check_key(resource_type: i8, key: &str) -> Result<(), AdminError> {
+    if resource_type == RESOURCE_GROUP {
+        if !GROUP_CONFIG_KEYS.contains(&key) {
+            return Err(AdminError::new(ErrorCode::INVALID_CONFIG, format!("Unknown group config name: {key}")));
+        }
+    } else if !TOPIC_CONFIG_KEYS.contains(&key) {
+        return Err(AdminError::new(ErrorCode::INVALID_CONFIG, format!("unknown topic config '{key}'")));
+    }
+    Ok(())
+}
+
+/// The overrides a topic or group would have after the operations, validated as a whole.
 fn apply_ops(current: &BTreeMap<String, String>, r: &AlterConfigsResource) -> Result<BTreeMap<String, String>, AdminError> {
     let mut overrides = current.clone();
     for c in &r.configs {
         let key = c.name.as_str();
-        if !TOPIC_CONFIG_KEYS.contains(&key) {
-            return Err(AdminError::new(ErrorCode::INVALID_CONFIG, format!("unknown topic config '{key}'")));
-        }
+        check_key(r.resource_type, key)?;
         match c.config_operation {
             OP_SET => {
                 let value = c.value.as_ref().ok_or_else(|| {
@@ -142,7 +198,7 @@ fn apply_ops(current: &BTreeMap<String, String>, r: &AlterConfigsResource) -> Re
                 overrides.remove(key);
             }
             OP_APPEND | OP_SUBTRACT => {
-                if topic_config_type(key) != TYPE_LIST {
+                if r.resource_type == RESOURCE_GROUP || topic_config_type(key) != TYPE_LIST {
                     return Err(AdminError::new(
                         ErrorCode::INVALID_CONFIG,
                         format!("Config value append is not allowed for config key: {key}"),
@@ -180,6 +236,30 @@ async fn alter_resource(
 ) -> Result<(), AdminError> {
     match resource_type {
         RESOURCE_TOPIC => broker.topics.alter_configs(name, validate_only, alter).await,
+        RESOURCE_GROUP => {
+            check_group_name(name)?;
+            let group = name.to_string();
+            // One step of the coordinator: read, change, validate against the broker's bounds
+            // and queue the record, so concurrent alters of one group lose no update; the
+            // answer comes once the record is durable (a group that does not exist yet keeps
+            // its configs for when it does, as in Kafka).
+            let stepped = broker
+                .groups
+                .step(&broker.topics, move |c, _| {
+                    let current = c.group_configs(&group).cloned().unwrap_or_default();
+                    let next = alter(&current)?;
+                    c.config.validate_group_overrides(&next).map_err(|m| AdminError::new(ErrorCode::INVALID_CONFIG, m))?;
+                    if !validate_only && next != current {
+                        c.set_group_configs(&group, next);
+                    }
+                    Ok(())
+                })
+                .await;
+            match stepped {
+                Ok(outcome) => outcome,
+                Err(code) => Err(AdminError::new(code, "the group coordinator is not available")),
+            }
+        }
         RESOURCE_BROKER => Err(AdminError::new(
             ErrorCode::INVALID_REQUEST,
             "dynamic broker configs are not supported; edit strand.toml and restart",
@@ -230,9 +310,7 @@ pub async fn alter(broker: &Arc<Broker>, _version: i16, req: AlterConfigsRequest
             let mut overrides = BTreeMap::new();
             for c in &r.configs {
                 let key = c.name.as_str();
-                if !TOPIC_CONFIG_KEYS.contains(&key) {
-                    return Err(AdminError::new(ErrorCode::INVALID_CONFIG, format!("unknown topic config '{key}'")));
-                }
+                check_key(r.resource_type, key)?;
                 match &c.value {
                     Some(v) => overrides.insert(key.to_string(), v.as_str().to_string()),
                     None => overrides.remove(key),

@@ -38,6 +38,7 @@ use super::str_bytes;
 use crate::group::assignor::TopicPartitions;
 use crate::group::classic::{JoinRequest, SyncRequest};
 use crate::group::{consumer, validate_group_id, CommitPartition, CommitRequest, Reply as GroupReply};
+use crate::protocol::acl::{authorized_operations, ResourceType};
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::Reply;
 use crate::server::groups::{topic_view, OFFSETS_TOPIC};
@@ -423,7 +424,9 @@ pub async fn offset_fetch(broker: &Arc<Broker>, version: i16, req: OffsetFetchRe
 
 // ---- admin ----
 
-pub async fn describe_groups(broker: &Arc<Broker>, _version: i16, req: DescribeGroupsRequest) -> Reply {
+pub async fn describe_groups(broker: &Arc<Broker>, version: i16, req: DescribeGroupsRequest) -> Reply {
+    // KIP-430 (v3+), as Kafka: groups answered without an error get the group operations.
+    let operations = authorized_operations(ResourceType::Group, version >= 3 && req.include_authorized_operations);
     let ids: Vec<String> = req.groups.iter().map(|g| s(&g.0)).collect();
     let query = ids.clone();
     let found = broker.groups.step(&broker.topics, move |c, _| query.iter().map(|g| c.describe(g)).collect::<Vec<_>>()).await;
@@ -459,6 +462,7 @@ pub async fn describe_groups(broker: &Arc<Broker>, _version: i16, req: DescribeG
                 },
             }
         })
+        .map(|g: DescribedGroup| if g.error_code == ErrorCode::NONE.code() { g.with_authorized_operations(operations) } else { g })
         .collect();
     Reply::Now(ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups)))
 }
@@ -604,6 +608,7 @@ pub async fn consumer_group_heartbeat(
 }
 
 pub async fn consumer_group_describe(broker: &Arc<Broker>, _version: i16, req: ConsumerGroupDescribeRequest) -> Reply {
+    let operations = authorized_operations(ResourceType::Group, req.include_authorized_operations);
     let ids: Vec<String> = req.group_ids.iter().map(|g| s(&g.0)).collect();
     let query = ids.clone();
     let found = broker
@@ -666,6 +671,7 @@ pub async fn consumer_group_describe(broker: &Arc<Broker>, _version: i16, req: C
                 },
             }
         })
+        .map(|g: cgd::DescribedGroup| if g.error_code == ErrorCode::NONE.code() { g.with_authorized_operations(operations) } else { g })
         .collect();
     Reply::Now(ResponseKind::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default().with_groups(groups)))
 }

@@ -60,9 +60,10 @@ async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), Err
         LATEST_TIMESTAMP => Ok((high_watermark, -1)),
         // No tiered storage: Kafka answers -1 here when remote storage is disabled.
         LATEST_TIERED_TIMESTAMP => Ok((-1, -1)),
-        MAX_TIMESTAMP => match partition.max_timestamp_and_offset().await {
-            Some((ts, offset)) if offset < high_watermark => Ok((offset, ts)),
-            _ => Ok((-1, -1)),
+        MAX_TIMESTAMP => match partition.offset_for_max_timestamp().await {
+            Ok(Some((offset, ts))) if offset < high_watermark => Ok((offset, ts)),
+            Ok(_) => Ok((-1, -1)),
+            Err(e) => Err(ErrorCode::from(&e)),
         },
         t if t >= 0 => match partition.offset_for_timestamp(t).await {
             Ok(Some((offset, ts))) if offset < high_watermark => Ok((offset, ts)),

@@ -12,6 +12,7 @@ use kafka_protocol::messages::{BrokerId, ResponseKind, TopicName};
 
 use super::{str_bytes, topic_or_create};
 
+use crate::protocol::acl::{authorized_operations, ResourceType, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::Reply;
 use crate::server::topics::Topic;
@@ -92,8 +93,23 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) ->
             }
         }
     }
+    // KIP-430, as Kafka's handleTopicMetadataRequest: every topic answered by name (found or
+    // not) gets the topic operations when asked; one unknown by id keeps the omitted value.
+    // The cluster's exists in v8-10 only (DescribeCluster carries it from v11).
+    let topic_operations = authorized_operations(ResourceType::Topic, req.include_topic_authorized_operations);
+    for t in &mut topics {
+        if t.name.is_some() {
+            t.topic_authorized_operations = topic_operations;
+        }
+    }
+    let cluster_operations = if (8..=10).contains(&version) {
+        authorized_operations(ResourceType::Cluster, req.include_cluster_authorized_operations)
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let (host, port) = &broker.advertised;
     let response = MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(broker.config.node_id))
             .with_host(str_bytes(host))
@@ -109,7 +125,8 @@ pub async fn describe_cluster(broker: &Arc<Broker>, _version: i16, req: Describe
     let mut response = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(&kafka_cluster_id(broker.topics.cluster_id())))
-        .with_controller_id(BrokerId(broker.config.node_id));
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_cluster_authorized_operations(authorized_operations(ResourceType::Cluster, req.include_cluster_authorized_operations));
     // endpoint_type 1 = brokers; 2 = controllers (KIP-919), which we do not run separately.
     if req.endpoint_type == 2 {
         response = response
@@ -151,6 +168,41 @@ mod tests {
             r.topics.iter().map(|t| (t.name.as_ref().unwrap().as_str().to_string(), t.is_internal)).collect();
         internal.sort();
         assert_eq!(internal, vec![("__consumer_offsets".to_string(), true), ("__mine".to_string(), false)]);
+        test.stop().await;
+    }
+
+    /// KIP-430 (issue 21): the full sets of a broker without an authorizer when asked, the
+    /// schemas' -2147483648 when not; the cluster's in Metadata only for v8-10.
+    #[cfg(not(madsim))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn authorized_operations_only_when_asked() {
+        use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest, ResponseKind};
+
+        use crate::protocol::acl::{authorized_operations, ResourceType, AUTHORIZED_OPERATIONS_OMITTED};
+        use crate::server::dispatch::Reply;
+        let test = crate::server::TestServer::start("metadata-acl-ops").await;
+        let broker = test.broker.clone();
+        broker.topics.create("ops", 1, Default::default()).await.expect("create");
+        let (topic_ops, cluster_ops) =
+            (authorized_operations(ResourceType::Topic, true), authorized_operations(ResourceType::Cluster, true));
+        for (version, include, want_topic, want_cluster) in [
+            (9, false, AUTHORIZED_OPERATIONS_OMITTED, AUTHORIZED_OPERATIONS_OMITTED),
+            (9, true, topic_ops, cluster_ops),
+            (12, true, topic_ops, AUTHORIZED_OPERATIONS_OMITTED),
+        ] {
+            let req = MetadataRequest::default()
+                .with_topics(None)
+                .with_include_topic_authorized_operations(include)
+                .with_include_cluster_authorized_operations(include && version <= 10);
+            let Reply::Now(ResponseKind::Metadata(r)) = super::handle(&broker, version, req).await else { panic!("metadata") };
+            assert_eq!(r.topics[0].topic_authorized_operations, want_topic, "v{version} include {include}");
+            assert_eq!(r.cluster_authorized_operations, want_cluster, "v{version} include {include}");
+        }
+        for include in [false, true] {
+            let req = DescribeClusterRequest::default().with_include_cluster_authorized_operations(include).with_endpoint_type(1);
+            let Reply::Now(ResponseKind::DescribeCluster(r)) = super::describe_cluster(&broker, 1, req).await else { panic!("describe cluster") };
+            assert_eq!(r.cluster_authorized_operations, if include { cluster_ops } else { AUTHORIZED_OPERATIONS_OMITTED });
+        }
         test.stop().await;
     }
 }
