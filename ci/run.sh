@@ -3,7 +3,8 @@
 #   1. install test tools (kcat, kafka-python): ci/setup.sh
 #   2. every unit, property and integration test: cargo test --workspace (the integration tests
 #      in tests/ run the real `strand broker` binary against rdkafka, kafka-python and kcat)
-#   3. the log property test must catch the planted bugs it can see
+#   3. the log property test must catch the planted bugs it can see, and the Raft harness
+#      (random schedules and scenarios) every planted Raft bug
 #   4. the library under the simulator: RUSTFLAGS="--cfg madsim" cargo build --workspace --lib
 #      (its own target dir)
 #   5. the simulator (sim/run ci: bounded sweep, regression seeds, determinism, planted bugs),
@@ -45,11 +46,26 @@ done_step "$passed tests passed in $suites suites"
 
 step "planted bugs vs proptests/tests/log_model.rs"
 for bug in torn-tail-off-by-one skip-recovery-crc; do
-  if STRAND_PLANTED_BUGS=$bug cargo test -p strand-proptests --features planted-bugs --locked >"$logs/planted-$bug.log" 2>&1; then
+  if STRAND_PLANTED_BUGS=$bug cargo test -p strand-proptests --features planted-bugs --locked --test log_model >"$logs/planted-$bug.log" 2>&1; then
     echo "ci/run.sh: planted bug '$bug' was NOT caught by proptests/tests/log_model.rs"; exit 1
   fi
   grep -q "minimal failing input" "$logs/planted-$bug.log" || { echo "ci/run.sh: planted bug '$bug' run failed without a proptest failure:"; tail -20 "$logs/planted-$bug.log"; exit 1; }
   echo "planted bug '$bug': caught"
+done
+done_step
+
+step "planted bugs vs the Raft harness (proptests/tests/raft_safety.rs, raft_scenarios.rs)"
+# Each planted Raft bug must make the random schedules or a scenario fail. RAFT_NO_HS_CHECK
+# turns off the harness's direct check of the hard-state contract, so a vote that was not made
+# durable has to be caught by its consequence (two leaders in one term, a second vote).
+for bug in raft-vote-without-persist raft-commit-previous-term raft-accept-stale-append raft-keep-conflicting-suffix raft-vote-for-stale-log; do
+  if RAFT_NO_HS_CHECK=1 RAFT_SCHEDULES=3000 STRAND_PLANTED_BUGS=$bug cargo test -p strand-proptests --features planted-bugs --locked \
+       --test raft_safety --test raft_scenarios --no-fail-fast >"$logs/planted-$bug.log" 2>&1; then
+    echo "ci/run.sh: planted bug '$bug' was NOT caught by the Raft harness"; exit 1
+  fi
+  caught=$(grep -o '^test [a-z0-9_]* \.\.\. FAILED' "$logs/planted-$bug.log" | awk '{print $2}' | paste -sd, -)
+  [ -n "$caught" ] || { echo "ci/run.sh: planted bug '$bug' run failed without a failing test:"; tail -20 "$logs/planted-$bug.log"; exit 1; }
+  echo "planted bug '$bug': caught by $caught"
 done
 done_step
 

@@ -101,10 +101,14 @@ pub struct RaftCore {
     election_elapsed: u32,
     heartbeat_elapsed: u32,
     randomized_timeout: u32,
+    /// Leader: ticks since it took office (check-quorum's clock).
+    leader_ticks: u64,
     /// Leadership transfer target and ticks since it began.
     transfer: Option<(NodeId, u32)>,
     /// Follower: the leader is owed an acknowledgement up to here once it is durable.
     ack_owed: Option<(NodeId, LogIndex)>,
+    /// Follower: the highest match index acknowledged to the leader of this term.
+    acked: LogIndex,
     rng: u64,
     /// Invariant bookkeeping.
     checked: (Term, Option<NodeId>, LogIndex),
@@ -138,8 +142,10 @@ impl RaftCore {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_timeout: 0,
+            leader_ticks: 0,
             transfer: None,
             ack_owed: None,
+            acked: LogIndex(0),
             checked: (hard.term, hard.voted_for, commit),
         };
         core.reset_randomized_timeout();
@@ -295,9 +301,15 @@ impl RaftCore {
         if self.role == Role::Leader {
             self.maybe_commit(out);
         } else if let Some((leader, owed)) = self.ack_owed {
+            // Everything up to `owed` matches the leader, so a durable prefix of it may be
+            // acknowledged at once: the leader can commit without waiting for the whole window.
+            let upto = self.durable.min(owed);
+            if upto > self.acked {
+                self.acked = upto;
+                out.send.push((leader, Msg::AppendResponse { term: self.term, result: AppendResult::Ok { match_index: upto } }));
+            }
             if self.durable >= owed {
                 self.ack_owed = None;
-                out.send.push((leader, Msg::AppendResponse { term: self.term, result: AppendResult::Ok { match_index: owed } }));
             }
         }
         self.check_invariants();
@@ -384,14 +396,22 @@ impl RaftCore {
             }
             Msg::HeartbeatResponse { .. } => {
                 if self.role == Role::Leader {
+                    let ticks = self.leader_ticks;
+                    let last = self.log.last_index();
                     if let Some(pr) = self.progress.get_mut(&from) {
-                        pr.recent_active = true;
+                        pr.last_heard_tick = ticks;
                         // Lost appends: free a slot so the pipeline cannot stall for good.
                         if pr.state == ProgressState::Replicate && pr.inflight.len() >= self.opts.max_inflight_msgs {
                             pr.inflight.pop_front();
                         }
-                        if pr.match_index < self.log.last_index() {
-                            while self.send_append(from, out) {}
+                        if pr.match_index < last {
+                            let mut sent = false;
+                            while self.send_append(from, out) {
+                                sent = true;
+                            }
+                            if !sent {
+                                self.send_empty_append(from, out);
+                            }
                         }
                     }
                 }
@@ -530,6 +550,7 @@ impl RaftCore {
         self.progress.clear();
         self.transfer = None;
         self.ack_owed = None;
+        self.acked = LogIndex(0);
         self.election_elapsed = 0;
         self.reset_randomized_timeout();
     }
@@ -553,6 +574,7 @@ impl RaftCore {
         self.ack_owed = None;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
+        self.leader_ticks = 0;
         self.progress.clear();
         self.sync_progress();
         self.append_local(vec![Entry { term: self.term, payload: Payload::LeaderChange }], out);
@@ -577,21 +599,22 @@ impl RaftCore {
         if let Some((to, elapsed)) = self.transfer {
             self.transfer = (elapsed + 1 < self.opts.election_timeout_ticks).then_some((to, elapsed + 1));
         }
+        self.leader_ticks += 1;
+        if self.opts.check_quorum {
+            // Step down as soon as a majority of voters has been silent for an election timeout.
+            let (ticks, timeout) = (self.leader_ticks, self.opts.election_timeout_ticks as u64);
+            let membership = self.log.membership();
+            let active = membership
+                .voters
+                .iter()
+                .filter(|v| **v == self.id || self.progress.get(v).is_some_and(|p| ticks - p.last_heard_tick < timeout))
+                .count();
+            if active < membership.quorum() {
+                return self.become_follower(self.term, None, out);
+            }
+        }
         if self.election_elapsed >= self.opts.election_timeout_ticks {
             self.election_elapsed = 0;
-            if self.opts.check_quorum {
-                let voters = self.log.membership().voters.clone();
-                let active = voters
-                    .iter()
-                    .filter(|v| **v == self.id || self.progress.get(v).is_some_and(|p| p.recent_active))
-                    .count();
-                if active < self.log.membership().quorum() {
-                    return self.become_follower(self.term, None, out);
-                }
-                for pr in self.progress.values_mut() {
-                    pr.recent_active = false;
-                }
-            }
             // A snapshot that got no answer for an election timeout is sent again.
             for pr in self.progress.values_mut() {
                 if let ProgressState::Snapshot(_) = pr.state {
@@ -613,13 +636,14 @@ impl RaftCore {
         }
     }
 
-    /// Progress for exactly the members of the configuration in force (but us).
+    /// Progress for exactly the members of the configuration in force (but us). A new one
+    /// counts as heard from now (check-quorum gives it an election timeout).
     fn sync_progress(&mut self) {
         let members: Vec<NodeId> = self.log.membership().members().filter(|&m| m != self.id).collect();
         self.progress.retain(|id, _| members.contains(id));
-        let next = self.log.last_index().next();
+        let (next, ticks) = (self.log.last_index().next(), self.leader_ticks);
         for m in members {
-            self.progress.entry(m).or_insert_with(|| Progress::new(next));
+            self.progress.entry(m).or_insert_with(|| Progress::new(next, ticks));
         }
     }
 
@@ -682,10 +706,25 @@ impl RaftCore {
         true
     }
 
+    /// An append with no entries at the follower's `next_index - 1` (Replicate, window sent):
+    /// a follower that lost some of the appends in flight answers it with a rejection, which
+    /// sends the leader back to probing from its log end; one that has them acknowledges.
+    fn send_empty_append(&mut self, to: NodeId, out: &mut Output) {
+        let Some(pr) = self.progress.get(&to) else { return };
+        if pr.state != ProgressState::Replicate || pr.next_index <= self.log.first_index() {
+            return;
+        }
+        let next = pr.next_index.min(self.log.last_index().next());
+        let prev_index = next.prev();
+        let prev_term = self.log.term_at(prev_index).expect("prev is in the log");
+        out.replicate.push(Replicate::Entries { to, term: self.term, prev_index, prev_term, commit: self.commit, range: next..next });
+    }
+
     fn handle_append_response(&mut self, from: NodeId, result: AppendResult, out: &mut Output) {
         let last = self.log.last_index();
+        let ticks = self.leader_ticks;
         let Some(pr) = self.progress.get_mut(&from) else { return };
-        pr.recent_active = true;
+        pr.last_heard_tick = ticks;
         match result {
             AppendResult::Ok { match_index } => {
                 let match_index = match_index.min(last);
@@ -775,6 +814,7 @@ impl RaftCore {
 
     fn owe_ack(&mut self, leader: NodeId, upto: LogIndex, out: &mut Output) {
         if self.durable >= upto {
+            self.acked = self.acked.max(upto);
             out.send.push((leader, Msg::AppendResponse { term: self.term, result: AppendResult::Ok { match_index: upto } }));
         } else {
             let owed = self.ack_owed.filter(|o| o.0 == leader).map(|o| o.1).unwrap_or_default();

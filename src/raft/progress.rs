@@ -25,19 +25,19 @@ pub struct Progress {
     pub inflight: VecDeque<LogIndex>,
     /// Probe: an append is out; wait for its answer or the next heartbeat before sending another.
     pub probe_sent: bool,
-    /// Heard from since the last check-quorum round.
-    pub recent_active: bool,
+    /// The leader's tick count when it last heard from this follower (check-quorum).
+    pub last_heard_tick: u64,
 }
 
 impl Progress {
-    pub fn new(next_index: LogIndex) -> Progress {
+    pub fn new(next_index: LogIndex, now_tick: u64) -> Progress {
         Progress {
             match_index: LogIndex(0),
             next_index,
             state: ProgressState::Probe,
             inflight: VecDeque::new(),
             probe_sent: false,
-            recent_active: true,
+            last_heard_tick: now_tick,
         }
     }
 
