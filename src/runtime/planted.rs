@@ -43,6 +43,11 @@ pub const PLANTED_BUGS: &[&str] = &[
     "raft-vote-for-stale-log",
 ];
 
+/// Whether `name` is a planted bug of the Raft core (proven by proptests/'s Raft harness).
+pub fn is_raft_bug(name: &str) -> bool {
+    name.starts_with("raft-")
+}
+
 static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);
 
 /// Switch on exactly these planted bugs (an empty list switches all off). Unknown names are an
