@@ -152,6 +152,11 @@ pub struct Cluster {
     /// shell contract). Off with RAFT_NO_HS_CHECK=1, so that planted bugs must be caught by
     /// their consequences.
     pub check_hard_state_contract: bool,
+    /// Reads asked for (read-index): token -> (node, how many entries any node had applied
+    /// when the read was asked for).
+    pub reads: BTreeMap<u64, (NodeId, usize)>,
+    pub next_read: u64,
+    pub reads_confirmed: u64,
 }
 
 fn data_id(e: &Entry) -> String {
@@ -209,6 +214,9 @@ impl Cluster {
             delay_percent: 0,
             restart_percent: 0,
             check_hard_state_contract: std::env::var("RAFT_NO_HS_CHECK").is_err(),
+            reads: BTreeMap::new(),
+            next_read: 0,
+            reads_confirmed: 0,
         }
     }
 
@@ -291,6 +299,20 @@ impl Cluster {
                 self.delayed.push((id, to, msg.clone()));
             }
             self.bus.push((id, to, msg));
+        }
+        // 4. reads: a confirmed read index covers everything committed before the read
+        for (token, index) in out.reads_ready {
+            let (node, committed_then) = self.reads.remove(&token).expect("a read we asked for");
+            assert_eq!(node, id, "read {token} confirmed by another node");
+            assert!(
+                index.0 >= committed_then as u64,
+                "linearizable reads: node {id} confirmed read {token} at index {} but {committed_then} entries were committed before it was asked",
+                index.0
+            );
+            self.reads_confirmed += 1;
+        }
+        for token in out.reads_failed {
+            self.reads.remove(&token);
         }
         self.apply_committed(id);
         let new_leader = self.check_node(id);
@@ -475,6 +497,7 @@ impl Cluster {
         }
         node.pending.clear();
         node.core = None;
+        self.reads.retain(|_, r| r.0 != id);
         self.note(|| format!("crash {id} (kept {keep} pending writes)"));
     }
 
@@ -505,6 +528,22 @@ impl Cluster {
         self.note(|| format!("propose {n} on {id} at {:?}", r.start));
         self.execute(id, out);
         Some(r.start)
+    }
+
+    /// Ask node `id` for a read-index read; returns whether it took it.
+    pub fn read(&mut self, id: NodeId) -> bool {
+        let token = self.next_read;
+        let committed = self.committed.len();
+        let Some(core) = self.nodes.get_mut(&id).unwrap().core.as_mut() else { return false };
+        let mut out = Output::default();
+        if core.read_index(token, &mut out).is_err() {
+            return false;
+        }
+        self.next_read += 1;
+        self.reads.insert(token, (id, committed));
+        self.note(|| format!("read {token} on {id}"));
+        self.execute(id, out);
+        true
     }
 
     pub fn propose_membership(&mut self, id: NodeId, m: Membership) -> bool {
@@ -582,20 +621,32 @@ impl Cluster {
                 }
             }
             450..=649 => {
-                let id = pick(&mut self.rng);
-                self.tick(id);
+                if self.rng.chance(20) {
+                    for id in self.ids() {
+                        self.tick(id);
+                    }
+                } else {
+                    let id = pick(&mut self.rng);
+                    self.tick(id);
+                }
             }
             650..=789 => {
                 let id = pick(&mut self.rng);
                 let count = 1 + self.rng.below(3) as usize;
                 self.persist(id, count);
             }
-            790..=869 => {
+            790..=829 => {
                 if let Some(&l) = self.leaders_now().first() {
                     let n = 1 + self.rng.below(3);
                     for _ in 0..n {
                         self.propose(l);
                     }
+                }
+            }
+            830..=869 => {
+                // a read on every node that believes it leads (a deposed one too)
+                for l in self.leaders_now() {
+                    self.read(l);
                 }
             }
             870..=879 => {
@@ -607,8 +658,14 @@ impl Cluster {
                 self.restart(id);
             }
             905..=924 => {
-                // partitions: one-way cuts, an isolated node, halves, heal
-                match self.rng.below(6) {
+                // partitions: one-way cuts, an isolated node, halves, heal. A new partition
+                // replaces the last one (a one-way cut adds to it) and lasts until the next
+                // partition event, long enough for the majority side to elect and commit.
+                let kind = self.rng.below(8);
+                if kind == 2 || kind == 5 {
+                    self.heal();
+                }
+                match kind {
                     0 => {
                         let (a, b) = (pick(&mut self.rng), pick(&mut self.rng));
                         if a != b {
@@ -616,8 +673,13 @@ impl Cluster {
                             self.note(|| format!("cut {a}->{b}"));
                         }
                     }
-                    1 => {
-                        let a = pick(&mut self.rng);
+                    1 | 3 | 4 => {
+                        // an isolated node: the leader, more often than not
+                        let a = match self.leaders_now().first() {
+                            Some(&l) if kind != 1 => l,
+                            _ => pick(&mut self.rng),
+                        };
+                        self.heal();
                         for b in self.ids() {
                             if b != a {
                                 self.set_cut(a, b, true);
@@ -626,7 +688,7 @@ impl Cluster {
                         }
                         self.note(|| format!("isolate {a}"));
                     }
-                    2 => {
+                    2 | 5 => {
                         let ids = self.ids();
                         let split = 1 + self.rng.below(ids.len() as u64 - 1) as usize;
                         for a in &ids[..split] {
@@ -886,7 +948,7 @@ pub fn run_schedule(seed: u64, events: u32, tracing: bool) -> Result<(), String>
         let max_term = c.leaders.keys().last().map(|t| t.0).unwrap_or(0);
         let snaps = c.snapshot_store.len();
         let cfgs = c.committed.iter().filter(|e| matches!(e.payload, Payload::Config(_))).count();
-        eprintln!("seed {seed}: voters {voters} committed {} leaders {} max term {max_term} snapshots sent {snaps} configs {cfgs} ok {}", c.committed.len(), c.leaders.len(), matches!(result, Ok(Ok(()))));
+        eprintln!("seed {seed}: voters {voters} committed {} leaders {} max term {max_term} snapshots sent {snaps} configs {cfgs} reads {} ok {}", c.committed.len(), c.leaders.len(), c.reads_confirmed, matches!(result, Ok(Ok(()))));
     }
     let verdict = match result {
         Ok(Ok(())) => return Ok(()),

@@ -1390,3 +1390,87 @@ fn lost_appends_are_resent_without_a_new_proposal() {
     }
     assert_eq!(c.core(n(3)).last_index(), index, "node 3 never got the lost entry: {}", c.describe());
 }
+
+// ---- read-index (§6.4) ------------------------------------------------------------------------
+
+/// Ask `id` for a read; the output it leaves (not executed).
+/// The harness checks a confirmed read against what was committed when it was asked.
+fn read_out(c: &mut Cluster, id: NodeId, token: u64) -> Result<Output, ProposeError> {
+    let committed = c.committed.len();
+    let core = c.nodes.get_mut(&id).unwrap().core.as_mut().expect("node is up");
+    let mut out = Output::default();
+    core.read_index(token, &mut out)?;
+    c.reads.insert(token, (id, committed));
+    Ok(out)
+}
+
+#[test]
+fn read_index_is_confirmed_by_a_majority_round_after_the_read() {
+    let mut c = cluster(3, 0, opts());
+    elect(&mut c, n(1));
+    let (index, _) = propose(&mut c, n(1));
+    settle(&mut c);
+    let out = read_out(&mut c, n(1), 7).expect("a ready leader takes reads");
+    assert!(out.reads_ready.is_empty(), "a read answered before any follower confirmed the leadership");
+    assert!(out.send.iter().any(|(_, m)| matches!(m, Msg::Heartbeat { round, .. } if *round > 0)), "no heartbeat round started");
+    execute(&mut c, n(1), out);
+    // One follower's answer is a majority with the leader.
+    let (from, to, msg) = take(&mut c, |f, t, m| f == n(1) && t == n(2) && matches!(m, Msg::Heartbeat { .. }));
+    let out = step_out(&mut c, from, to, msg).unwrap();
+    execute(&mut c, to, out);
+    let (from, to, msg) = take(&mut c, |f, t, m| f == n(2) && t == n(1) && matches!(m, Msg::HeartbeatResponse { .. }));
+    let out = step_out(&mut c, from, to, msg).unwrap();
+    assert_eq!(out.reads_ready, vec![(7, index)], "the read is confirmed at the commit index it was asked at");
+    execute(&mut c, to, out);
+}
+
+#[test]
+fn a_deposed_leader_never_confirms_a_read() {
+    // No check-quorum: the isolated leader keeps believing it leads.
+    let mut c = cluster(3, 0, raw_opts());
+    elect(&mut c, n(1));
+    propose(&mut c, n(1));
+    settle(&mut c);
+    isolate(&mut c, n(1));
+    let old_term = c.core(n(1)).term();
+    let leader = elect_among(&mut c, &[2, 3], old_term);
+    let (newer, _) = propose(&mut c, leader);
+    settle(&mut c);
+    assert!(c.core(leader).commit_index() >= newer);
+    assert_eq!(c.core(n(1)).role(), Role::Leader, "the old leader does not know it was deposed");
+    let out = read_out(&mut c, n(1), 9).expect("it still believes it leads");
+    assert!(
+        out.reads_ready.is_empty(),
+        "the deposed leader confirmed a read at {:?} though {newer:?} was committed by its successor",
+        out.reads_ready
+    );
+    execute(&mut c, n(1), out);
+    for _ in 0..3 * T {
+        tick(&mut c, n(1));
+        settle(&mut c);
+    }
+    assert!(c.reads.contains_key(&9) || c.core(n(1)).role() != Role::Leader, "the read vanished without an answer");
+    // Healed, it learns the new term and fails the read instead of answering it.
+    for other in [2, 3] {
+        cut_both(&mut c, n(1), n(other), false);
+    }
+    let mut failed = false;
+    for _ in 0..3 * T {
+        let core = c.nodes.get_mut(&n(1)).unwrap().core.as_mut().unwrap();
+        let mut out = Output::default();
+        core.tick(&mut out);
+        failed |= out.reads_failed.contains(&9);
+        assert!(out.reads_ready.is_empty(), "a deposed leader confirmed a read");
+        execute(&mut c, n(1), out);
+        pump_outputs(&mut c, |id, out| {
+            if id == n(1) {
+                failed |= out.reads_failed.contains(&9);
+                assert!(out.reads_ready.iter().all(|r| r.0 != 9), "the deposed leader confirmed read 9");
+            }
+        });
+        if failed {
+            break;
+        }
+    }
+    assert!(failed, "the read was neither confirmed nor failed once the old leader learned the new term");
+}

@@ -103,6 +103,10 @@ pub struct RaftCore {
     randomized_timeout: u32,
     /// Leader: ticks since it took office (check-quorum's clock).
     leader_ticks: u64,
+    /// Leader: the latest heartbeat round started, and reads waiting for a round's answers:
+    /// (token, read index, round).
+    read_round: u64,
+    pending_reads: VecDeque<(u64, LogIndex, u64)>,
     /// Leadership transfer target and ticks since it began.
     transfer: Option<(NodeId, u32)>,
     /// Follower: the leader is owed an acknowledgement up to here once it is durable.
@@ -143,6 +147,8 @@ impl RaftCore {
             heartbeat_elapsed: 0,
             randomized_timeout: 0,
             leader_ticks: 0,
+            read_round: 0,
+            pending_reads: VecDeque::new(),
             transfer: None,
             ack_owed: None,
             acked: LogIndex(0),
@@ -284,6 +290,30 @@ impl RaftCore {
         Ok(())
     }
 
+    /// Read-index (Ongaro §6.4): a linearizable read without writing to the log. The leader
+    /// notes its commit index, starts a heartbeat round, and once a majority of voters
+    /// answered that round (so no other leader can have been elected before the read arrived)
+    /// puts `(token, index)` in `Output::reads_ready`. Needs `leader_ready()`: until an entry
+    /// of its term commits, a new leader's commit index may lag what earlier leaders committed.
+    pub fn read_index(&mut self, token: u64, out: &mut Output) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if !self.leader_ready() {
+            return Err(ProposeError::NotReady);
+        }
+        if planted("raft-read-without-quorum") {
+            out.reads_ready.push((token, self.commit));
+            return Ok(());
+        }
+        self.read_round += 1;
+        self.pending_reads.push_back((token, self.commit, self.read_round));
+        self.broadcast_heartbeat(out);
+        self.confirm_reads(out);
+        self.check_invariants();
+        Ok(())
+    }
+
     /// The shell finished write `id` (and so every write before it).
     pub fn persisted(&mut self, id: u64, out: &mut Output) {
         let mut end = None;
@@ -341,7 +371,7 @@ impl RaftCore {
             if !(stale_leader && planted("raft-accept-stale-append")) {
                 if stale_leader {
                     // Tell the old leader our term, so it steps down.
-                    out.send.push((from, Msg::HeartbeatResponse { term: self.term }));
+                    out.send.push((from, Msg::HeartbeatResponse { term: self.term, round: 0 }));
                 } else if matches!(msg, Msg::PreVote { .. }) {
                     out.send.push((from, Msg::PreVoteResponse { term: self.term, granted: false }));
                 }
@@ -382,11 +412,11 @@ impl RaftCore {
             Msg::Append { prev_index, prev_term, commit, entries, .. } => {
                 self.handle_append(from, prev_index, prev_term, commit, entries, out)
             }
-            Msg::Heartbeat { commit, .. } => {
+            Msg::Heartbeat { commit, round, .. } => {
                 self.follow(from, out);
                 let commit = commit.min(self.log.last_index());
                 self.advance_commit(commit, out);
-                out.send.push((from, Msg::HeartbeatResponse { term: self.term }));
+                out.send.push((from, Msg::HeartbeatResponse { term: self.term, round }));
             }
             Msg::Snapshot { meta, data, .. } => self.handle_snapshot(from, meta, data, out),
             Msg::AppendResponse { result, .. } => {
@@ -394,12 +424,13 @@ impl RaftCore {
                     self.handle_append_response(from, result, out);
                 }
             }
-            Msg::HeartbeatResponse { .. } => {
+            Msg::HeartbeatResponse { round, .. } => {
                 if self.role == Role::Leader {
                     let ticks = self.leader_ticks;
                     let last = self.log.last_index();
                     if let Some(pr) = self.progress.get_mut(&from) {
                         pr.last_heard_tick = ticks;
+                        pr.heartbeat_round = pr.heartbeat_round.max(round);
                         // Lost appends: free a slot so the pipeline cannot stall for good.
                         if pr.state == ProgressState::Replicate && pr.inflight.len() >= self.opts.max_inflight_msgs {
                             pr.inflight.pop_front();
@@ -414,6 +445,7 @@ impl RaftCore {
                             }
                         }
                     }
+                    self.confirm_reads(out);
                 }
             }
             Msg::TimeoutNow { .. } => {
@@ -546,6 +578,7 @@ impl RaftCore {
         }
         self.role = Role::Follower;
         self.leader = leader;
+        out.reads_failed.extend(self.pending_reads.drain(..).map(|r| r.0));
         self.votes.clear();
         self.progress.clear();
         self.transfer = None;
@@ -575,6 +608,7 @@ impl RaftCore {
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.leader_ticks = 0;
+        self.read_round = 0;
         self.progress.clear();
         self.sync_progress();
         self.append_local(vec![Entry { term: self.term, payload: Payload::LeaderChange }], out);
@@ -623,16 +657,37 @@ impl RaftCore {
             }
         }
         if self.heartbeat_elapsed >= self.opts.heartbeat_interval_ticks {
-            self.heartbeat_elapsed = 0;
-            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-            for to in peers {
-                let pr = self.progress.get_mut(&to).expect("peer");
-                if pr.state == ProgressState::Probe {
-                    pr.probe_sent = false;
-                }
-                let commit = pr.match_index.min(self.commit);
-                out.send.push((to, Msg::Heartbeat { term: self.term, commit }));
+            self.broadcast_heartbeat(out);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self, out: &mut Output) {
+        self.heartbeat_elapsed = 0;
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            let pr = self.progress.get_mut(&to).expect("peer");
+            if pr.state == ProgressState::Probe {
+                pr.probe_sent = false;
             }
+            let commit = pr.match_index.min(self.commit);
+            out.send.push((to, Msg::Heartbeat { term: self.term, commit, round: self.read_round }));
+        }
+    }
+
+    /// Release the reads whose heartbeat round a majority of voters answered.
+    fn confirm_reads(&mut self, out: &mut Output) {
+        while let Some(&(token, index, round)) = self.pending_reads.front() {
+            let membership = self.log.membership();
+            let answered = membership
+                .voters
+                .iter()
+                .filter(|v| **v == self.id || self.progress.get(v).is_some_and(|p| p.heartbeat_round >= round))
+                .count();
+            if answered < membership.quorum() {
+                break;
+            }
+            self.pending_reads.pop_front();
+            out.reads_ready.push((token, index));
         }
     }
 

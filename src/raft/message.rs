@@ -50,9 +50,11 @@ pub enum Msg {
     VoteResponse { term: Term, granted: bool },
     Append { term: Term, prev_index: LogIndex, prev_term: Term, commit: LogIndex, entries: Vec<Entry> },
     AppendResponse { term: Term, result: AppendResult },
-    /// `commit` is at most what the leader knows the receiver has.
-    Heartbeat { term: Term, commit: LogIndex },
-    HeartbeatResponse { term: Term },
+    /// `commit` is at most what the leader knows the receiver has. `round` numbers the
+    /// leader's heartbeat rounds (read-index confirms leadership by a round's answers).
+    Heartbeat { term: Term, commit: LogIndex, round: u64 },
+    /// `round`: the round answered (0 when answering a message of another term).
+    HeartbeatResponse { term: Term, round: u64 },
     /// Replace your log with one that starts after `meta` (snapshot data, possibly empty).
     Snapshot { term: Term, meta: SnapshotMeta, data: Bytes },
     /// Start an election now (leadership transfer).
@@ -69,7 +71,7 @@ impl Msg {
             | Msg::Append { term, .. }
             | Msg::AppendResponse { term, .. }
             | Msg::Heartbeat { term, .. }
-            | Msg::HeartbeatResponse { term }
+            | Msg::HeartbeatResponse { term, .. }
             | Msg::Snapshot { term, .. }
             | Msg::TimeoutNow { term } => *term,
         }
@@ -116,6 +118,12 @@ pub struct Output {
     pub replicate: Vec<Replicate>,
     /// The commit index moved up to here.
     pub commit_index: Option<LogIndex>,
+    /// Reads confirmed (read-index): (the caller's token, the index to serve at or after). A
+    /// read that sees the state machine at or past that index sees every write committed
+    /// before the read was asked for.
+    pub reads_ready: Vec<(u64, LogIndex)>,
+    /// Reads that will not be confirmed (this node stopped leading): retry on the leader.
+    pub reads_failed: Vec<u64>,
 }
 
 impl Output {
@@ -125,5 +133,7 @@ impl Output {
             && self.send.is_empty()
             && self.replicate.is_empty()
             && self.commit_index.is_none()
+            && self.reads_ready.is_empty()
+            && self.reads_failed.is_empty()
     }
 }

@@ -27,6 +27,8 @@ pub struct Progress {
     pub probe_sent: bool,
     /// The leader's tick count when it last heard from this follower (check-quorum).
     pub last_heard_tick: u64,
+    /// The latest heartbeat round this follower answered (read-index).
+    pub heartbeat_round: u64,
 }
 
 impl Progress {
@@ -38,6 +40,7 @@ impl Progress {
             inflight: VecDeque::new(),
             probe_sent: false,
             last_heard_tick: now_tick,
+            heartbeat_round: 0,
         }
     }
 

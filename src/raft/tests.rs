@@ -131,8 +131,8 @@ fn pre_vote_changes_no_state() {
     assert_eq!(out.send, vec![(id(1), Msg::PreVoteResponse { term: Term(5), granted: true })]);
     assert_eq!((v.hard_state(), v.role(), v.leader()), (hs(4, Some(3)), Role::Follower, None));
     // A voter that hears from a leader (check-quorum's lease) refuses it, still changing nothing.
-    let out = step(&mut v, 3, Msg::Heartbeat { term: Term(4), commit: LogIndex(0) });
-    assert_eq!(out.send, vec![(id(3), Msg::HeartbeatResponse { term: Term(4) })]);
+    let out = step(&mut v, 3, Msg::Heartbeat { term: Term(4), commit: LogIndex(0), round: 0 });
+    assert_eq!(out.send, vec![(id(3), Msg::HeartbeatResponse { term: Term(4), round: 0 })]);
     let out = step(&mut v, 1, Msg::PreVote { term: Term(5), last_index: LogIndex(2), last_term: Term(4) });
     assert_eq!(out.hard_state, None);
     assert_eq!(out.send, vec![(id(1), Msg::PreVoteResponse { term: Term(4), granted: false })]);
@@ -261,7 +261,7 @@ fn follower_truncates_a_conflicting_suffix() {
 fn append_of_a_stale_term_is_answered_with_the_term_and_ignored() {
     let mut c = core(2, opts(), hs(3, None), &[1]);
     let out = step(&mut c, 1, Msg::Append { term: Term(2), prev_index: LogIndex(1), prev_term: Term(1), commit: LogIndex(1), entries: vec![data(2)] });
-    assert_eq!(out.send, vec![(id(1), Msg::HeartbeatResponse { term: Term(3) })]);
+    assert_eq!(out.send, vec![(id(1), Msg::HeartbeatResponse { term: Term(3), round: 0 })]);
     assert!(out.writes.is_empty() && out.hard_state.is_none() && out.commit_index.is_none());
     assert_eq!((c.leader(), c.last_index(), c.commit_index()), (None, LogIndex(1), LogIndex(0)));
 }

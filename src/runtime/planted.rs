@@ -19,7 +19,9 @@
 //! of an earlier term by counting replicas, the paper's Figure 8), `raft-accept-stale-append`
 //! (a follower takes appends from a leader of a lower term), `raft-keep-conflicting-suffix` (a
 //! follower keeps its entries that conflict with the leader's and acknowledges anyway),
-//! `raft-vote-for-stale-log` (a vote is granted to a candidate whose log is behind).
+//! `raft-vote-for-stale-log` (a vote is granted to a candidate whose log is behind),
+//! `raft-read-without-quorum` (read-index answers at once, without confirming leadership: a
+//! deposed leader serves stale reads).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
@@ -41,6 +43,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "raft-accept-stale-append",
     "raft-keep-conflicting-suffix",
     "raft-vote-for-stale-log",
+    "raft-read-without-quorum",
 ];
 
 /// Whether `name` is a planted bug of the Raft core (proven by proptests/'s Raft harness).
