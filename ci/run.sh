@@ -7,7 +7,9 @@
 #      (random schedules and scenarios) every planted Raft bug
 #   4. the library under the simulator: RUSTFLAGS="--cfg madsim" cargo build --workspace --lib
 #      (its own target dir)
-#   5. the simulator (sim/run ci: bounded sweep, regression seeds, determinism, planted bugs),
+#   5. the madsim tests of the sim crate (the inter-broker transport under clogs, kills and
+#      restarts: sim/tests/transport.rs), twice per seed to check determinism
+#   6. the simulator (sim/run ci: bounded sweep, regression seeds, determinism, planted bugs),
 #      when sim/run exists and is executable
 # Target dirs persist between runs: CARGO_TARGET_DIR (default ~/.cache/strand/target) and
 # STRAND_SIM_TARGET_DIR (default ~/.cache/strand/target-sim).
@@ -72,6 +74,11 @@ done_step
 step "simulator build: --cfg madsim, cargo build --workspace --lib"
 echo "target dir $SIM_TARGET_DIR"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo build --workspace --lib --locked
+done_step
+
+step "madsim tests: cargo test -p strand-sim --test transport (--cfg madsim)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=4 MADSIM_TEST_CHECK_DETERMINISM=1 \
+  cargo test -p strand-sim --test transport --locked 2>&1 | tee "$logs/sim-tests.log"
 done_step
 
 if [ -x sim/run ]; then

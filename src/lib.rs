@@ -14,6 +14,8 @@
 //!   assignors, offsets, `__consumer_offsets` records); its shell is `server/groups.rs`
 //! - `raft/`       the Raft consensus core, sans-IO (elections with pre-vote and check-quorum,
 //!   replication, commitment, membership changes, leadership transfer, log start)
+//! - `transport/`  the inter-broker transport: one TCP connection per ordered broker pair
+//!   carrying every Raft group's messages, framed, versioned, handshaked and bounded
 //! - `partition/`  a replica: log + group-commit flusher + high watermark
 //! - `log/`        one partition's durable segmented log, its recovery, and idempotent
 //!   producers' state
@@ -35,3 +37,4 @@ pub mod protocol;
 pub mod raft;
 pub mod runtime;
 pub mod server;
+pub mod transport;

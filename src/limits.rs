@@ -42,3 +42,25 @@ const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= i32::MAX as usize);
 /// pages for appends: on the development VM, fresh pages were slow enough to come by that the
 /// benchmark's produce p99 over 10 s went from a median 10 x the fsync p99 to 3.4 x with this.
 pub const PAGE_CACHE_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Largest inter-broker frame (bytes after its length prefix): room for one Raft append of a
+/// maximum-size record batch plus the envelope around it.
+pub const INTER_BROKER_FRAME_BYTES_MAX: usize = MESSAGE_BYTES_MAX as usize + 1024 * 1024;
+/// Raft messages queued for one peer and not yet written; beyond this they are dropped.
+pub const INTER_BROKER_OUTBOUND_QUEUE_MAX: usize = 1024;
+/// Received Raft messages not yet taken by the node; beyond this they are dropped.
+pub const INTER_BROKER_INBOX_MAX: usize = 4096;
+/// Bytes of queued messages coalesced into one write to a peer.
+pub const INTER_BROKER_WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Accepted inter-broker connections open at once (a cluster needs one per peer).
+pub const INTER_BROKER_INBOUND_CONNECTIONS_MAX: usize = 256;
+pub const INTER_BROKER_CONNECT_TIMEOUT_MS: u64 = 3_000;
+pub const INTER_BROKER_HANDSHAKE_TIMEOUT_MS: u64 = 3_000;
+/// One coalesced write and its flush; a peer that does not take it in time loses the connection.
+pub const INTER_BROKER_WRITE_TIMEOUT_MS: u64 = 5_000;
+pub const INTER_BROKER_BACKOFF_MIN_MS: u64 = 50;
+pub const INTER_BROKER_BACKOFF_MAX_MS: u64 = 2_000;
+
+const _: () = assert!(INTER_BROKER_FRAME_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(INTER_BROKER_WRITE_BATCH_BYTES_MAX <= INTER_BROKER_FRAME_BYTES_MAX);
+const _: () = assert!(INTER_BROKER_BACKOFF_MIN_MS <= INTER_BROKER_BACKOFF_MAX_MS);
