@@ -23,6 +23,8 @@
 //!   once an entry of its own term is committed and no change is pending), configurations that
 //!   take effect when appended, non-voting learners that catch up before promotion, and a leader
 //!   that steps down once a configuration without it is committed;
+//! - read-index (§6.4): a read confirmed by a heartbeat round a majority answered after it
+//!   was asked, so it sees every write committed before it;
 //! - a log start: entries below it are gone (a snapshot for the metadata log, retention for a
 //!   partition log) and a follower behind it is sent a [`Replicate::Snapshot`].
 //!
