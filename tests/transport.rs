@@ -24,7 +24,7 @@ fn config(id: u32, listen: SocketAddr, peers: BTreeMap<NodeId, SocketAddr>) -> T
 }
 
 fn heartbeat(term: u64) -> Envelope {
-    Envelope { group: GroupId::Metadata, from: NodeId(0), msg: Msg::Heartbeat { term: Term(term), commit: Default::default() } }
+    Envelope { group: GroupId::Metadata, from: NodeId(0), msg: Msg::Heartbeat { term: Term(term), commit: Default::default(), round: 0 } }
 }
 
 fn any_port() -> SocketAddr {
