@@ -618,6 +618,47 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `strand.meta` as written by every strand so far (format version 1): two topics, one with
+    /// an override, and producer ids reserved up to 2000. A data directory holding it opens
+    /// with its topics, cluster id and producer ids, and the file written next changes nothing
+    /// but what changed.
+    const META_V1_GOLDEN: &str = "010707070707070707070707070707070702066f72646572730102030405060708090a0b0c0d0e0f1006010c726574656e74696f6e2e6d7304313030300a7765622e636c69636b731112131415161718191a1b1c1d1e1f200200a01f1993a59c";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_with_a_version_1_metadata_file_opens() {
+        let dir = std::env::temp_dir().join(format!("strand-meta-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let golden = unhex(META_V1_GOLDEN);
+        std::fs::write(dir.join(META_FILE), &golden).unwrap();
+        let registry = TopicRegistry::open(Runtime::real(), dir.clone(), TopicConfig::default()).await.unwrap();
+        assert_eq!(registry.cluster_id(), Uuid::from_bytes([7; 16]));
+        let orders = registry.get("orders").expect("orders");
+        assert_eq!(orders.id, Uuid::from_bytes(std::array::from_fn(|i| i as u8 + 1)));
+        assert_eq!(orders.partitions.len(), 3);
+        assert_eq!(orders.overrides, BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]));
+        assert_eq!(orders.config.retention_ms, 1000);
+        let clicks = registry.get_by_id(Uuid::from_bytes(std::array::from_fn(|i| i as u8 + 17))).expect("web.clicks by id");
+        assert_eq!((clicks.name.as_str(), clicks.partitions.len()), ("web.clicks", 1));
+        assert!(dir.join("orders-2").is_dir() && dir.join("web.clicks-0").is_dir());
+        assert_eq!(std::fs::read(dir.join(META_FILE)).unwrap(), golden, "opening rewrote the file");
+
+        // Ids continue after the reserved block; the file then differs only in the block end.
+        assert_eq!(registry.allocate_producer_id().await.unwrap(), 2000);
+        let mut expected = decode_meta(&golden).unwrap();
+        expected.producer_id_block_end = 2000 + PRODUCER_ID_BLOCK;
+        let mut bytes = postcard::to_allocvec(&expected).unwrap();
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(std::fs::read(dir.join(META_FILE)).unwrap(), bytes);
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn meta_crc_detects_corruption() {
         let meta = MetaFile { version: META_VERSION, cluster_id: [7; 16], topics: vec![], producer_id_block_end: 0 };
