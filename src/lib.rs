@@ -9,9 +9,13 @@
 //! - `protocol/`   record batch v2 view (CRC-32C, in-place offset patch), Kafka error codes
 //! - `server/`     async shell facing clients: listener, connection (framing, pipelining,
 //!                 bounds), dispatch (ApiKey -> handler; ApiVersions generated from it), handlers,
-//!                 topic registry (durable topic metadata)
+//!                 replica manager (`topics.rs`: makes metadata records durable, applies them to
+//!                 the image and hosts the partitions it assigns to this node)
 //! - `group/`      the group coordinator's sans-IO core (classic and KIP-848 protocols,
 //!   assignors, offsets, `__consumer_offsets` records); its shell is `server/groups.rs`
+//! - `meta/`       the cluster's metadata, pure: KRaft-shaped records (topics, partitions with
+//!   replicas, ISR, leader and epoch, configs, brokers, producer id blocks, cluster id) and the
+//!   image replaying them gives, with its snapshot and the controller's validation
 //! - `raft/`       the Raft consensus core, sans-IO (elections with pre-vote and check-quorum,
 //!   replication, commitment, membership changes, leadership transfer, log start)
 //! - `transport/`  the inter-broker transport: one TCP connection per ordered broker pair
@@ -31,6 +35,7 @@ pub mod config;
 pub mod group;
 pub mod limits;
 pub mod log;
+pub mod meta;
 pub mod metrics;
 pub mod partition;
 pub mod protocol;

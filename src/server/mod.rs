@@ -93,7 +93,8 @@ pub async fn start(rt: Runtime, config: BrokerConfig) -> anyhow::Result<ServerHa
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let topics = TopicRegistry::open(rt.clone(), config.data_dir.clone(), defaults).await?;
+    let node_id = crate::meta::NodeId(u32::try_from(config.node_id).expect("validated: not negative"));
+    let topics = TopicRegistry::open_as(rt.clone(), config.data_dir.clone(), defaults, node_id).await?;
     let groups = groups::Groups::open(rt.clone(), &topics, config.group_config(), config.offsets_topic_compact_bytes).await?;
     let local_addr = listener.local_addr()?;
     let advertised = match &config.advertised_listener {

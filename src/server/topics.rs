@@ -1,12 +1,21 @@
-//! The topic registry: which topics exist, their ids, configs and partitions, stored durably.
+//! The replica manager of this node: it keeps the metadata image (`meta/`) and hosts the
+//! partitions the image assigns to this node.
 //!
-//! The metadata file `strand.meta` in the data directory is the source of truth: postcard bytes
-//! followed by their CRC-32C, replaced atomically (`.swap` + rename + directory sync). A topic
-//! exists once the file naming it is durable; partition directories not named by the file are
-//! leftovers of an interrupted create or delete and are removed at start.
+//! Every admin change (create, delete, alter, add partitions, a producer id block) is turned
+//! into metadata records, checked against the image, made durable, applied, and then the
+//! hosted partitions are reconciled with the new image: partitions it assigns here are opened
+//! (before the records are durable, so a published topic is always ready to serve), and a
+//! topic's directories are removed only after the image without it is durable and published.
+//! Until the metadata quorum arrives, "durable" is the metadata file `strand.meta` in the data
+//! directory, written from the image: postcard bytes followed by their CRC-32C, replaced
+//! atomically (`.swap` + rename + directory sync). Its format (version 1) predates the image
+//! and holds no placement: on this single node every partition is assigned to this node, so
+//! placement is rebuilt on open. This node's image is the whole committed metadata, so
+//! partition directories it does not name are leftovers of an interrupted create or delete and
+//! are removed at start.
 //!
-//! Admin operations (create, delete, alter, add partitions) are serialised by one async lock;
-//! lookups take a short std lock that is never held across an await.
+//! Admin operations are serialised by one async lock; lookups take a short std lock, never
+//! held across an await, over the image and the hosted topics, which change together.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +26,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{validate_topic_name, TopicConfig};
-use crate::limits::TOPIC_PARTITIONS_MAX;
+use crate::meta::records::{
+    ClusterIdRecord, CreateTopicRecord, PartitionRecord, ProducerIdBlockRecord, RemoveTopicRecord,
+};
+use crate::meta::{ImageError, MetadataImage, MetadataRecord, NodeId, TopicId, TopicImage};
 use crate::partition::Partition;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::disk::{read_whole, write_atomic};
@@ -26,6 +38,7 @@ use crate::runtime::{rng, Runtime};
 const META_FILE: &str = "strand.meta";
 const META_VERSION: u32 = 1;
 
+/// A topic as this node hosts it: its metadata from the image and its open partitions.
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
@@ -41,8 +54,9 @@ impl Topic {
     }
 }
 
+/// One topic in `strand.meta` (version 1).
 #[derive(Debug, Serialize, Deserialize)]
-struct TopicRecord {
+struct MetaFileTopic {
     name: String,
     id: [u8; 16],
     partitions: i32,
@@ -53,9 +67,64 @@ struct TopicRecord {
 struct MetaFile {
     version: u32,
     cluster_id: [u8; 16],
-    topics: Vec<TopicRecord>,
+    topics: Vec<MetaFileTopic>,
     /// Producer ids below this may have been handed out; a restart continues from here.
     producer_id_block_end: i64,
+}
+
+impl MetaFile {
+    /// The file holding `image` (which has a cluster id: it is the first record of a new one).
+    fn from_image(image: &MetadataImage) -> MetaFile {
+        MetaFile {
+            version: META_VERSION,
+            cluster_id: *image.cluster_id().expect("the image of a formed cluster has its id").as_bytes(),
+            topics: image
+                .topics()
+                .map(|t| MetaFileTopic {
+                    name: t.name.clone(),
+                    id: t.id.0,
+                    partitions: t.partition_count(),
+                    overrides: t.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })
+                .collect(),
+            producer_id_block_end: image.next_producer_id(),
+        }
+    }
+
+    /// The records of the image this file holds, every partition placed on `node`.
+    fn records(&self, node: NodeId) -> Vec<MetadataRecord> {
+        let mut out = vec![MetadataRecord::ClusterId(ClusterIdRecord { cluster_id: self.cluster_id })];
+        if self.producer_id_block_end > 0 {
+            out.push(MetadataRecord::ProducerIdBlock(ProducerIdBlockRecord {
+                node_id: node,
+                first: 0,
+                size: self.producer_id_block_end,
+            }));
+        }
+        for t in &self.topics {
+            let topic_id = TopicId(t.id);
+            out.push(MetadataRecord::CreateTopic(CreateTopicRecord {
+                name: t.name.clone(),
+                topic_id,
+                configs: t.overrides.iter().cloned().collect(),
+            }));
+            out.extend((0..t.partitions).map(|p| local_partition(node, topic_id, p)));
+        }
+        out
+    }
+}
+
+/// A new partition placed on this node alone (a single node: replication factor 1).
+fn local_partition(node: NodeId, topic_id: TopicId, partition: i32) -> MetadataRecord {
+    MetadataRecord::Partition(PartitionRecord {
+        topic_id,
+        partition,
+        replicas: vec![node],
+        isr: vec![node],
+        leader: Some(node),
+        leader_epoch: 0,
+        partition_epoch: 0,
+    })
 }
 
 /// Producer ids are reserved durably in blocks of this many.
@@ -74,12 +143,41 @@ impl AdminError {
     }
 }
 
+impl From<ImageError> for AdminError {
+    fn from(e: ImageError) -> AdminError {
+        let code = match &e {
+            ImageError::InvalidTopicName(_) | ImageError::TopicCollides { .. } => ErrorCode::INVALID_TOPIC_EXCEPTION,
+            ImageError::TopicExists { .. } => ErrorCode::TOPIC_ALREADY_EXISTS,
+            ImageError::UnknownTopic { .. } => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            ImageError::InvalidPartitionCount { .. }
+            | ImageError::PartitionCountUnchanged { .. }
+            | ImageError::PartitionCountDecrease { .. }
+            | ImageError::PartitionCountOverMax { .. } => ErrorCode::INVALID_PARTITIONS,
+            // Records this node made from its own image contradict it: a bug here, not in the
+            // request.
+            _ => {
+                tracing::error!(error = %e, "metadata records contradict the image");
+                ErrorCode::UNKNOWN_SERVER_ERROR
+            }
+        };
+        AdminError::new(code, e.to_string())
+    }
+}
+
+/// The image and what this node hosts of it. They change together, under one lock.
+struct Hosted {
+    image: MetadataImage,
+    /// By name: the image's topics with their partitions open here.
+    topics: BTreeMap<String, Arc<Topic>>,
+}
+
 pub struct TopicRegistry {
     rt: Runtime,
     data_dir: PathBuf,
     defaults: TopicConfig,
+    node_id: NodeId,
     cluster_id: Uuid,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    state: RwLock<Hosted>,
     admin: tokio::sync::Mutex<()>,
     /// (next producer id to hand out, end of the durably reserved block).
     producer_ids: std::sync::Mutex<(i64, i64)>,
@@ -113,8 +211,20 @@ fn is_partition_file(name: &str) -> bool {
 }
 
 impl TopicRegistry {
-    /// Load the metadata file (or start a new cluster), open every partition, remove leftovers.
+    /// [`TopicRegistry::open_as`] node 1 (the default `node.id`).
     pub async fn open(rt: Runtime, data_dir: PathBuf, defaults: TopicConfig) -> anyhow::Result<TopicRegistry> {
+        let node = crate::config::BrokerConfig::default().node_id;
+        TopicRegistry::open_as(rt, data_dir, defaults, NodeId(node as u32)).await
+    }
+
+    /// Load the metadata file (or start a new cluster) into the image, open every partition it
+    /// assigns to this node `node_id`, remove leftovers.
+    pub async fn open_as(
+        rt: Runtime,
+        data_dir: PathBuf,
+        defaults: TopicConfig,
+        node_id: NodeId,
+    ) -> anyhow::Result<TopicRegistry> {
         rt.disk
             .create_dir_all(&data_dir)
             .await
@@ -122,45 +232,46 @@ impl TopicRegistry {
         let meta_path = data_dir.join(META_FILE);
         let existing = read_meta(&rt, &meta_path).await?;
         let is_new = existing.is_none();
-        let meta = match existing {
-            Some(meta) => meta,
-            None => MetaFile {
-                version: META_VERSION,
-                cluster_id: *rng::random_uuid().as_bytes(),
-                topics: Vec::new(),
-                producer_id_block_end: 0,
-            },
+        let records = match existing {
+            Some(meta) => meta.records(node_id),
+            None => vec![MetadataRecord::ClusterId(ClusterIdRecord { cluster_id: *rng::random_uuid().as_bytes() })],
         };
+        let image = MetadataImage::from_snapshot(&records).map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
+        let cluster_id = image.cluster_id().expect("the first record");
+        // Never reuse an id that may have been handed out before the restart.
+        let block_end = image.next_producer_id();
         let registry = TopicRegistry {
             rt: rt.clone(),
             data_dir: data_dir.clone(),
             defaults,
-            cluster_id: Uuid::from_bytes(meta.cluster_id),
-            topics: RwLock::new(BTreeMap::new()),
+            node_id,
+            cluster_id,
+            state: RwLock::new(Hosted { image: MetadataImage::default(), topics: BTreeMap::new() }),
             admin: tokio::sync::Mutex::new(()),
-            // Never reuse an id that may have been handed out before the restart.
-            producer_ids: std::sync::Mutex::new((meta.producer_id_block_end, meta.producer_id_block_end)),
+            producer_ids: std::sync::Mutex::new((block_end, block_end)),
             sync_rounds: Arc::default(),
         };
         let mut opened = BTreeMap::new();
-        for t in &meta.topics {
-            let overrides: BTreeMap<String, String> = t.overrides.iter().cloned().collect();
-            let config = registry.config_with(&overrides).map_err(|e| anyhow::anyhow!("topic {}: {}", t.name, e.message))?;
+        for t in image.topics() {
+            let config = registry.config_with(&t.configs).map_err(|e| anyhow::anyhow!("topic {}: {}", t.name, e.message))?;
             let mut partitions = Vec::new();
-            for p in 0..t.partitions {
+            for p in 0..t.partition_count() {
+                registry.assert_hosted_here(t, p);
                 let dir = partition_dir(&data_dir, &t.name, p);
                 let partition = Partition::open_in(rt.clone(), dir.clone(), config.clone(), registry.sync_rounds.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
                 partitions.push(partition);
             }
-            let topic = Topic { name: t.name.clone(), id: Uuid::from_bytes(t.id), overrides, config, partitions };
+            let topic = Topic { name: t.name.clone(), id: t.id.uuid(), overrides: t.configs.clone(), config, partitions };
             opened.insert(t.name.clone(), Arc::new(topic));
         }
-        // Remove partition directories no topic owns (an interrupted create or delete).
+        // Remove partition directories the image does not place here (an interrupted create
+        // or delete). This image is all the committed metadata there is, so a topic it does not
+        // know is gone, not merely unknown yet.
         for name in rt.disk.list(&data_dir).await? {
             if let Some((topic, p)) = parse_partition_dir(&name) {
-                let owned = opened.get(topic).is_some_and(|t| p >= 0 && (p as usize) < t.partitions.len());
+                let owned = image.topic(topic).is_some_and(|t| t.partition(p).is_some_and(|p| p.replicas.contains(&node_id)));
                 if !owned {
                     let dir = data_dir.join(&name);
                     let entries = rt.disk.list(&dir).await.unwrap_or_default();
@@ -174,11 +285,11 @@ impl TopicRegistry {
                 }
             }
         }
-        *registry.topics.write().expect("topics lock") = opened;
         if is_new {
             // A new cluster: its id must be durable before any client sees it.
-            registry.persist().await?;
+            registry.write_meta(&image).await?;
         }
+        *registry.state.write().expect("topics lock") = Hosted { image, topics: opened };
         Ok(registry)
     }
 
@@ -186,17 +297,29 @@ impl TopicRegistry {
         self.cluster_id
     }
 
+    /// This node's id, as the image's placement names it.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Read the published metadata image (under the lookup lock: do not block in `f`).
+    pub fn with_image<R>(&self, f: impl FnOnce(&MetadataImage) -> R) -> R {
+        f(&self.state.read().expect("topics lock").image)
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().expect("topics lock").get(name).cloned()
+        self.state.read().expect("topics lock").topics.get(name).cloned()
     }
 
     pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().expect("topics lock").values().find(|t| t.id == id).cloned()
+        let state = self.state.read().expect("topics lock");
+        let topic = state.image.topic_by_id(TopicId::from(id))?;
+        state.topics.get(&topic.name).cloned()
     }
 
     /// Every topic, ordered by name.
     pub fn all(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().expect("topics lock").values().cloned().collect()
+        self.state.read().expect("topics lock").topics.values().cloned().collect()
     }
 
     fn config_with(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, AdminError> {
@@ -214,28 +337,12 @@ impl TopicRegistry {
         partitions: i32,
         overrides: &BTreeMap<String, String>,
     ) -> Result<TopicConfig, AdminError> {
-        validate_topic_name(name).map_err(|m| AdminError::new(ErrorCode::INVALID_TOPIC_EXCEPTION, m))?;
-        if self.get(name).is_some() {
-            return Err(AdminError::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("Topic '{name}' already exists.")));
-        }
-        // Kafka: '.' and '_' collide in metric names.
-        let canon = name.replace('.', "_");
-        if let Some(other) = self.all().iter().find(|t| t.name.replace('.', "_") == canon) {
-            return Err(AdminError::new(
-                ErrorCode::INVALID_TOPIC_EXCEPTION,
-                format!("Topic '{name}' collides with existing topic: {}", other.name),
-            ));
-        }
-        if partitions < 1 || partitions > TOPIC_PARTITIONS_MAX {
-            return Err(AdminError::new(
-                ErrorCode::INVALID_PARTITIONS,
-                format!("Number of partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}."),
-            ));
-        }
+        self.with_image(|image| image.validate_create(name, partitions))?;
         self.config_with(overrides)
     }
 
-    /// Create a topic: open its partitions, then make the metadata durable.
+    /// Create a topic: its records are a `CreateTopic` and one `Partition` per partition, all
+    /// placed on this node.
     pub async fn create(
         &self,
         name: &str,
@@ -243,35 +350,28 @@ impl TopicRegistry {
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, AdminError> {
         let _admin = self.admin.lock().await;
-        let config = self.validate_create(name, partitions, &overrides)?;
-        let opened = self.open_partitions(name, 0..partitions, &config).await?;
-        let topic = Arc::new(Topic { name: name.to_string(), id: rng::random_uuid(), overrides, config, partitions: opened });
-        if let Err(e) = self.persist_then_publish(topic.clone()).await {
-            // Never visible; its directories are orphans the next start removes.
-            close_partitions(&topic.partitions).await;
-            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
-        }
+        self.validate_create(name, partitions, &overrides)?;
+        let topic_id = TopicId::from(rng::random_uuid());
+        let mut records =
+            vec![MetadataRecord::CreateTopic(CreateTopicRecord { name: name.to_string(), topic_id, configs: overrides })];
+        records.extend((0..partitions).map(|p| local_partition(self.node_id, topic_id, p)));
+        self.commit(&records).await?;
         tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
+        Ok(self.get(name).expect("just published"))
     }
 
-    /// Delete a topic: make its absence durable, then remove its data.
+    /// Delete a topic: it disappears from lookups at once, its absence is made durable, and
+    /// then its data is removed.
     pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, AdminError> {
         let _admin = self.admin.lock().await;
-        let topic = self.topics.write().expect("topics lock").remove(name).ok_or_else(|| {
+        let topic = self.state.write().expect("topics lock").topics.remove(name).ok_or_else(|| {
             AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
         })?;
-        if let Err(e) = self.persist().await {
-            self.topics.write().expect("topics lock").insert(name.to_string(), topic);
-            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
+        if let Err(e) = self.commit(&[MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id: topic.id.into() })]).await {
+            self.state.write().expect("topics lock").topics.insert(name.to_string(), topic);
+            return Err(e);
         }
-        for (p, partition) in topic.partitions.iter().enumerate() {
-            let _ = partition.close().await;
-            let dir = partition_dir(&self.data_dir, name, p as i32);
-            if let Err(e) = self.rt.disk.remove_dir_all(&dir).await {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition; it is removed at next start");
-            }
-        }
+        self.remove_hosted(&topic).await;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -279,43 +379,13 @@ impl TopicRegistry {
     /// Grow a topic to `count` partitions.
     pub async fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
-        let topic = self.get(name).ok_or_else(|| {
-            AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
-        })?;
-        let current = topic.partitions.len() as i32;
-        if count == current {
-            return Err(AdminError::new(ErrorCode::INVALID_PARTITIONS, format!("Topic already has {current} partitions.")));
-        }
-        if count < current {
-            return Err(AdminError::new(
-                ErrorCode::INVALID_PARTITIONS,
-                format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
-            ));
-        }
-        if count > TOPIC_PARTITIONS_MAX {
-            return Err(AdminError::new(
-                ErrorCode::INVALID_PARTITIONS,
-                format!("Number of partitions must be at most {TOPIC_PARTITIONS_MAX}, got {count}."),
-            ));
-        }
+        let (topic_id, current) =
+            self.with_image(|image| image.validate_add_partitions(name, count).map(|t| (t.id, t.partition_count())))?;
         if validate_only {
             return Ok(());
         }
-        let added = self.open_partitions(name, current..count, &topic.config).await?;
-        let grown = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            overrides: topic.overrides.clone(),
-            config: topic.config.clone(),
-            partitions: topic.partitions.iter().chain(&added).cloned().collect(),
-        });
-        if let Err(e) = self.persist_then_publish(grown).await {
-            // The new partitions were never visible; their directories are orphans the next
-            // start removes.
-            close_partitions(&added).await;
-            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
-        }
-        Ok(())
+        let records: Vec<MetadataRecord> = (current..count).map(|p| local_partition(self.node_id, topic_id, p)).collect();
+        self.commit(&records).await
     }
 
     /// Alter a topic's overrides to what `alter` makes of its current ones, validated as a
@@ -334,24 +404,13 @@ impl TopicRegistry {
             AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
         })?;
         let overrides = alter(&topic.overrides)?;
-        let config = self.config_with(&overrides)?;
+        self.config_with(&overrides)?;
         if validate_only {
             return Ok(());
         }
-        let altered = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            overrides,
-            config: config.clone(),
-            partitions: topic.partitions.clone(),
-        });
-        if let Err(e) = self.persist_then_publish(altered).await {
-            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
-        }
-        for partition in &topic.partitions {
-            partition.set_config(config.clone()).await;
-        }
-        Ok(())
+        let records = self.with_image(|image| image.config_changes(name, &overrides))?;
+        // Even with nothing changed the file is written, as before the image.
+        self.commit(&records).await
     }
 
     /// A producer id never handed out before (InitProducerId). Reserves a new block durably
@@ -371,15 +430,16 @@ impl TopicRegistry {
             }
         }
         let _admin = self.admin.lock().await;
-        let new_end = {
+        let block = {
             let mut ids = self.producer_ids.lock().expect("producer id lock");
             if ids.0 < ids.1 {
                 ids.0 += 1;
                 return Ok(ids.0 - 1);
             }
-            ids.1 + PRODUCER_ID_BLOCK
+            ProducerIdBlockRecord { node_id: self.node_id, first: ids.1, size: PRODUCER_ID_BLOCK }
         };
-        self.persist_with(new_end).await?;
+        let new_end = block.end();
+        self.commit(&[MetadataRecord::ProducerIdBlock(block)]).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
         let mut ids = self.producer_ids.lock().expect("producer id lock");
         ids.1 = new_end;
         ids.0 += 1;
@@ -391,61 +451,113 @@ impl TopicRegistry {
         &self.defaults
     }
 
-    async fn persist(&self) -> anyhow::Result<()> {
-        let block_end = self.producer_ids.lock().expect("producer id lock").1;
-        self.persist_with(block_end).await
-    }
-
-    /// Write the metadata file with `producer_id_block_end`. Callers hold the admin lock.
-    async fn persist_with(&self, producer_id_block_end: i64) -> anyhow::Result<()> {
-        let topics = self.topics.read().expect("topics lock").clone();
-        self.persist_topics(topics, producer_id_block_end).await
-    }
-
-    /// Make `change` to the topics durable, then (only then) visible: the metadata file is
-    /// written from the current topics with `change` applied, and the map is changed after
-    /// the write succeeded. Callers hold the admin lock (so nothing else changes the map).
-    async fn persist_then_publish(&self, change: Arc<Topic>) -> anyhow::Result<()> {
-        let mut next = self.topics.read().expect("topics lock").clone();
-        next.insert(change.name.clone(), change.clone());
-        let block_end = self.producer_ids.lock().expect("producer id lock").1;
-        self.persist_topics(next, block_end).await?;
-        self.topics.write().expect("topics lock").insert(change.name.clone(), change);
-        Ok(())
-    }
-
-    /// Open (creating) partitions `range` of topic `name`; if one fails, close those opened.
-    async fn open_partitions(&self, name: &str, range: std::ops::Range<i32>, config: &TopicConfig) -> Result<Vec<Arc<Partition>>, AdminError> {
-        let mut opened = Vec::with_capacity(range.len());
-        for p in range {
-            let dir = partition_dir(&self.data_dir, name, p);
-            match Partition::open_in(self.rt.clone(), dir, config.clone(), self.sync_rounds.clone()).await {
-                Ok(partition) => opened.push(partition),
+    /// Make `records` durable, then (only then) visible. They are applied to a copy of the
+    /// image; the partitions the new image assigns to this node that are not open yet are
+    /// opened; the metadata file is written from the new image; once it is durable the new
+    /// image and hosted topics are published together, partitions whose topic config changed
+    /// take the new config, and topics the new image no longer has are closed and their
+    /// directories removed. A failure before the publish changes nothing visible (partitions
+    /// it opened are closed; their directories are orphans the next start removes). Callers
+    /// hold the admin lock (so nothing else changes the state meanwhile).
+    async fn commit(&self, records: &[MetadataRecord]) -> Result<(), AdminError> {
+        let (next, hosted) = {
+            let state = self.state.read().expect("topics lock");
+            (state.image.applied(records)?, state.topics.clone())
+        };
+        let mut topics = BTreeMap::new();
+        let mut opened = Vec::new();
+        let mut reconfigured = Vec::new();
+        for t in next.topics() {
+            let old = hosted.get(&t.name).filter(|o| o.id == t.id.uuid());
+            match self.reconcile(t, old, &mut opened).await {
+                Ok(topic) => {
+                    if let Some(old) = old.filter(|o| o.overrides != topic.overrides) {
+                        reconfigured.extend(old.partitions.iter().map(|p| (p.clone(), topic.config.clone())));
+                    }
+                    topics.insert(t.name.clone(), topic);
+                }
                 Err(e) => {
                     close_partitions(&opened).await;
-                    return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")));
+                    return Err(e);
                 }
             }
         }
-        Ok(opened)
+        if let Err(e) = self.write_meta(&next).await {
+            close_partitions(&opened).await;
+            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
+        }
+        let removed: Vec<Arc<Topic>> =
+            hosted.values().filter(|o| topics.get(&o.name).is_none_or(|t| t.id != o.id)).cloned().collect();
+        *self.state.write().expect("topics lock") = Hosted { image: next, topics };
+        for (partition, config) in reconfigured {
+            partition.set_config(config).await;
+        }
+        for topic in removed {
+            self.remove_hosted(&topic).await;
+        }
+        Ok(())
     }
 
-    async fn persist_topics(&self, topics: BTreeMap<String, Arc<Topic>>, producer_id_block_end: i64) -> anyhow::Result<()> {
-        let meta = MetaFile {
-            version: META_VERSION,
-            cluster_id: *self.cluster_id.as_bytes(),
-            topics: topics
-                .values()
-                .map(|t| TopicRecord {
-                    name: t.name.clone(),
-                    id: *t.id.as_bytes(),
-                    partitions: t.partitions.len() as i32,
-                    overrides: t.overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                })
-                .collect(),
-            producer_id_block_end,
+    /// Topic `t` of a new image as this node hosts it: `old`'s partitions kept, the image's
+    /// other partitions opened (and added to `opened`), its config rebuilt if it changed.
+    async fn reconcile(
+        &self,
+        t: &TopicImage,
+        old: Option<&Arc<Topic>>,
+        opened: &mut Vec<Arc<Partition>>,
+    ) -> Result<Arc<Topic>, AdminError> {
+        let same_configs = old.filter(|o| o.overrides == t.configs);
+        if let Some(o) = same_configs.filter(|o| o.partitions.len() == t.partitions.len()) {
+            return Ok(o.clone());
+        }
+        let config = match same_configs {
+            Some(o) => o.config.clone(),
+            None => self.config_with(&t.configs)?,
         };
-        let mut bytes = postcard::to_allocvec(&meta)?;
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in 0..t.partition_count() {
+            self.assert_hosted_here(t, p);
+            if let Some(existing) = old.and_then(|o| o.partition(p)) {
+                partitions.push(existing.clone());
+                continue;
+            }
+            let dir = partition_dir(&self.data_dir, &t.name, p);
+            let partition = Partition::open_in(self.rt.clone(), dir, config.clone(), self.sync_rounds.clone())
+                .await
+                .map_err(|e| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")))?;
+            opened.push(partition.clone());
+            partitions.push(partition);
+        }
+        Ok(Arc::new(Topic { name: t.name.clone(), id: t.id.uuid(), overrides: t.configs.clone(), config, partitions }))
+    }
+
+    /// A single node places every partition on itself, and `Topic::partitions` is indexed by
+    /// partition: a partition placed elsewhere is a bug until the cluster hosts a subset.
+    fn assert_hosted_here(&self, t: &TopicImage, partition: i32) {
+        let p = t.partition(partition).expect("partitions are numbered without gaps");
+        assert!(
+            p.replicas.contains(&self.node_id),
+            "partition {partition} of {} is placed on {:?}, not on this node {}",
+            t.name,
+            p.replicas,
+            self.node_id
+        );
+    }
+
+    /// Close a topic the image no longer has and remove its directories.
+    async fn remove_hosted(&self, topic: &Topic) {
+        for (p, partition) in topic.partitions.iter().enumerate() {
+            let _ = partition.close().await;
+            let dir = partition_dir(&self.data_dir, &topic.name, p as i32);
+            if let Err(e) = self.rt.disk.remove_dir_all(&dir).await {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition; it is removed at next start");
+            }
+        }
+    }
+
+    /// Write the metadata file holding `image`.
+    async fn write_meta(&self, image: &MetadataImage) -> anyhow::Result<()> {
+        let mut bytes = postcard::to_allocvec(&MetaFile::from_image(image))?;
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_be_bytes());
         write_atomic(self.rt.disk.as_ref(), &self.data_dir.join(META_FILE), Bytes::from(bytes)).await?;
@@ -613,6 +725,150 @@ mod tests {
         assert_eq!(during(&registry).unwrap().1, BTreeMap::new(), "config visible before the write finished");
         alter.await.unwrap().unwrap();
         assert_eq!(during(&registry).unwrap().1.get("retention.ms").map(String::as_str), Some("1000"));
+        faults.sync_delay_ms.store(0, Ordering::SeqCst);
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `strand.meta` as written by every strand so far (format version 1): two topics, one with
+    /// an override, and producer ids reserved up to 2000. A data directory holding it opens
+    /// with its topics, cluster id and producer ids, and the file written next changes nothing
+    /// but what changed.
+    const META_V1_GOLDEN: &str = "010707070707070707070707070707070702066f72646572730102030405060708090a0b0c0d0e0f1006010c726574656e74696f6e2e6d7304313030300a7765622e636c69636b731112131415161718191a1b1c1d1e1f200200a01f1993a59c";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_with_a_version_1_metadata_file_opens() {
+        let dir = std::env::temp_dir().join(format!("strand-meta-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let golden = unhex(META_V1_GOLDEN);
+        std::fs::write(dir.join(META_FILE), &golden).unwrap();
+        let registry = TopicRegistry::open(Runtime::real(), dir.clone(), TopicConfig::default()).await.unwrap();
+        assert_eq!(registry.cluster_id(), Uuid::from_bytes([7; 16]));
+        let orders = registry.get("orders").expect("orders");
+        assert_eq!(orders.id, Uuid::from_bytes(std::array::from_fn(|i| i as u8 + 1)));
+        assert_eq!(orders.partitions.len(), 3);
+        assert_eq!(orders.overrides, BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]));
+        assert_eq!(orders.config.retention_ms, 1000);
+        let clicks = registry.get_by_id(Uuid::from_bytes(std::array::from_fn(|i| i as u8 + 17))).expect("web.clicks by id");
+        assert_eq!((clicks.name.as_str(), clicks.partitions.len()), ("web.clicks", 1));
+        assert!(dir.join("orders-2").is_dir() && dir.join("web.clicks-0").is_dir());
+        assert_eq!(std::fs::read(dir.join(META_FILE)).unwrap(), golden, "opening rewrote the file");
+
+        // Ids continue after the reserved block; the file then differs only in the block end.
+        assert_eq!(registry.allocate_producer_id().await.unwrap(), 2000);
+        let mut expected = decode_meta(&golden).unwrap();
+        expected.producer_id_block_end = 2000 + PRODUCER_ID_BLOCK;
+        let mut bytes = postcard::to_allocvec(&expected).unwrap();
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(std::fs::read(dir.join(META_FILE)).unwrap(), bytes);
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn hosted(registry: &TopicRegistry) -> Vec<(String, usize, BTreeMap<String, String>)> {
+        registry.all().iter().map(|t| (t.name.clone(), t.partitions.len(), t.overrides.clone())).collect()
+    }
+
+    /// The registry's changes are records applied to its image; the hosted topics follow the
+    /// image, and a restart restores the same image (placement on this node included) from
+    /// the metadata file.
+    #[tokio::test]
+    async fn the_image_and_the_hosted_partitions_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("strand-meta-image-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let node = NodeId(7);
+        let registry = TopicRegistry::open_as(Runtime::real(), dir.clone(), TopicConfig::default(), node).await.unwrap();
+        let retention = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        registry.create("a", 2, retention.clone()).await.unwrap();
+        registry.create("b", 1, BTreeMap::new()).await.unwrap();
+        registry.add_partitions("a", 4, false).await.unwrap();
+        registry.alter_configs("a", false, |_| Ok(BTreeMap::from([("segment.ms".to_string(), "5000".to_string())]))).await.unwrap();
+        registry.delete("b").await.unwrap();
+        assert_eq!(registry.allocate_producer_id().await.unwrap(), 0);
+        assert!(!dir.join("b-0").exists() && dir.join("a-3").is_dir());
+
+        let segment_ms = BTreeMap::from([("segment.ms".to_string(), "5000".to_string())]);
+        assert_eq!(hosted(&registry), [("a".to_string(), 4, segment_ms.clone())]);
+        assert_eq!(registry.get("a").unwrap().config.segment_ms, 5000);
+        let snapshot = registry.with_image(|image| {
+            let a = image.topic("a").unwrap();
+            assert_eq!(a.configs, segment_ms);
+            assert!(a.partitions.iter().all(|p| p.replicas == [node] && p.leader == Some(node)));
+            assert!(image.topic("b").is_none());
+            assert_eq!(image.next_producer_id(), PRODUCER_ID_BLOCK);
+            image.snapshot()
+        });
+        registry.close_all().await;
+        drop(registry);
+
+        let reopened = TopicRegistry::open_as(Runtime::real(), dir.clone(), TopicConfig::default(), node).await.unwrap();
+        assert_eq!(reopened.with_image(MetadataImage::snapshot), snapshot);
+        assert_eq!(hosted(&reopened), [("a".to_string(), 4, segment_ms)]);
+        assert_eq!(reopened.allocate_producer_id().await.unwrap(), PRODUCER_ID_BLOCK);
+        reopened.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A change whose metadata write fails is not applied: the image and the hosted topics
+    /// stay as they were, a delete keeps the topic and its data.
+    #[tokio::test]
+    async fn a_change_whose_metadata_write_fails_changes_nothing() {
+        use std::sync::atomic::Ordering;
+        let dir = std::env::temp_dir().join(format!("strand-meta-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (rt, faults) = crate::log::tests::faulty_runtime();
+        let registry = TopicRegistry::open(rt, dir.clone(), TopicConfig::default()).await.unwrap();
+        registry.create("t", 1, BTreeMap::new()).await.unwrap();
+        let before = registry.with_image(MetadataImage::snapshot);
+        let storage = |e: AdminError| e.code;
+
+        faults.eio_on_sync.store(true, Ordering::SeqCst);
+        assert_eq!(registry.create("u", 2, BTreeMap::new()).await.map(|_| ()).map_err(storage), Err(ErrorCode::KAFKA_STORAGE_ERROR));
+        assert_eq!(registry.add_partitions("t", 3, false).await.map_err(storage), Err(ErrorCode::KAFKA_STORAGE_ERROR));
+        let altered = registry.alter_configs("t", false, |_| Ok(BTreeMap::from([("retention.ms".to_string(), "1".to_string())])));
+        assert_eq!(altered.await.map_err(storage), Err(ErrorCode::KAFKA_STORAGE_ERROR));
+        assert_eq!(registry.delete("t").await.map(|_| ()).map_err(storage), Err(ErrorCode::KAFKA_STORAGE_ERROR));
+        assert!(registry.allocate_producer_id().await.is_err());
+        assert_eq!(registry.with_image(MetadataImage::snapshot), before);
+        assert_eq!(hosted(&registry), [("t".to_string(), 1, BTreeMap::new())]);
+        assert!(registry.get("u").is_none() && dir.join("t-0").is_dir());
+
+        faults.eio_on_sync.store(false, Ordering::SeqCst);
+        registry.add_partitions("t", 3, false).await.unwrap();
+        registry.create("u", 2, BTreeMap::new()).await.unwrap();
+        assert_eq!(registry.allocate_producer_id().await.unwrap(), 0);
+        assert_eq!(hosted(&registry).iter().map(|(n, p, _)| (n.as_str(), *p)).collect::<Vec<_>>(), [("t", 3), ("u", 2)]);
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A deleted topic leaves lookups at once, but its directories go only once the image
+    /// without it is durable and published.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deleted_topic_loses_its_directories_only_after_the_image_without_it_is_durable() {
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+        let dir = std::env::temp_dir().join(format!("strand-meta-delete-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (rt, faults) = crate::log::tests::faulty_runtime();
+        let registry = Arc::new(TopicRegistry::open(rt, dir.clone(), TopicConfig::default()).await.unwrap());
+        registry.create("gone", 2, BTreeMap::new()).await.unwrap();
+        faults.sync_delay_ms.store(400, Ordering::SeqCst);
+        let r = registry.clone();
+        let delete = tokio::spawn(async move { r.delete("gone").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(registry.get("gone").is_none(), "a topic being deleted is still served");
+        assert!(registry.with_image(|image| image.topic("gone").is_some()), "the image changed before the write finished");
+        assert!(dir.join("gone-0").is_dir() && dir.join("gone-1").is_dir(), "data removed before the delete was durable");
+        delete.await.unwrap().unwrap();
+        assert!(registry.with_image(|image| image.topic("gone").is_none()));
+        assert!(!dir.join("gone-0").exists() && !dir.join("gone-1").exists());
         faults.sync_delay_ms.store(0, Ordering::SeqCst);
         registry.close_all().await;
         let _ = std::fs::remove_dir_all(&dir);
