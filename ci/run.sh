@@ -8,7 +8,9 @@
 #   4. the library under the simulator: RUSTFLAGS="--cfg madsim" cargo build --workspace --lib
 #      (its own target dir)
 #   5. the madsim tests of the sim crate (the inter-broker transport under clogs, kills and
-#      restarts: sim/tests/transport.rs), twice per seed to check determinism
+#      restarts: sim/tests/transport.rs), twice per seed to check determinism; the metadata
+#      quorum's Raft shell on 3 nodes under kills and clogs (sim/tests/quorum.rs), with a
+#      planted Raft bug it must catch
 #   6. the simulator (sim/run ci: bounded sweep, regression seeds, determinism, planted bugs),
 #      when sim/run exists and is executable
 # Target dirs persist between runs: CARGO_TARGET_DIR (default ~/.cache/strand/target) and
@@ -79,6 +81,20 @@ done_step
 step "madsim tests: cargo test -p strand-sim --test transport (--cfg madsim)"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=4 MADSIM_TEST_CHECK_DETERMINISM=1 \
   cargo test -p strand-sim --test transport --locked 2>&1 | tee "$logs/sim-tests.log"
+done_step
+
+step "madsim: the metadata quorum's Raft shell on 3 nodes (sim/tests/quorum.rs)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=8 \
+  cargo test -p strand-sim --test quorum --locked 2>&1 | tee "$logs/sim-quorum.log"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=2 MADSIM_TEST_CHECK_DETERMINISM=1 \
+  cargo test -p strand-sim --test quorum --locked >>"$logs/sim-quorum.log" 2>&1
+# The planted bug it must see: a follower keeping a conflicting suffix and acknowledging it.
+if STRAND_PLANTED_BUGS=raft-keep-conflicting-suffix RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=8 \
+     cargo test -p strand-sim --test quorum --locked >"$logs/sim-quorum-planted.log" 2>&1; then
+  echo "ci/run.sh: planted bug 'raft-keep-conflicting-suffix' was NOT caught by sim/tests/quorum.rs"; exit 1
+fi
+grep -q "violations\|panicked" "$logs/sim-quorum-planted.log" || { echo "ci/run.sh: the planted quorum run failed without a violation:"; tail -20 "$logs/sim-quorum-planted.log"; exit 1; }
+echo "planted bug 'raft-keep-conflicting-suffix': caught by sim/tests/quorum.rs"
 done_step
 
 if [ -x sim/run ]; then

@@ -16,6 +16,8 @@
 //! - `meta/`       the cluster's metadata, pure: KRaft-shaped records (topics, partitions with
 //!   replicas, ISR, leader and epoch, configs, brokers, producer id blocks, cluster id) and the
 //!   image replaying them gives, with its snapshot and the controller's validation
+//! - `controller/` the metadata quorum's Raft shell: its durable log store and the driver
+//!   that runs the Raft core over the transport
 //! - `raft/`       the Raft consensus core, sans-IO (elections with pre-vote and check-quorum,
 //!   replication, commitment, membership changes, leadership transfer, log start)
 //! - `transport/`  the inter-broker transport: one TCP connection per ordered broker pair
@@ -32,6 +34,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod controller;
 pub mod group;
 pub mod limits;
 pub mod log;
