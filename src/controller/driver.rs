@@ -84,7 +84,7 @@ pub async fn start(
 ) -> io::Result<QuorumHandle> {
     let membership = Membership { voters: config.voters.iter().copied().collect(), learners: Default::default() };
     let store = LogStore::open(runtime.disk.clone(), config.dir.clone(), membership).await?;
-    let options = Options { jitter_seed: madsim::rand::random(), ..config.options.clone() };
+    let options = Options { jitter_seed: crate::runtime::rng::random_u64(), ..config.options.clone() };
     let core = RaftCore::new(config.node_id, options, store.hard_state(), store.log_state(), LogIndex(0));
     let status = QuorumStatus { term: core.term(), role: core.role(), leader: core.leader(), commit_index: core.commit_index(), running: true };
     let (status_tx, status_rx) = watch::channel(status);

@@ -532,7 +532,7 @@ async fn peer_writer(shared: Arc<Shared>, to: NodeId, addr: SocketAddr, mut queu
             Err(e) => tracing::debug!(node = %me, %to, %addr, "inter-broker connect failed: {e}"),
         }
         failed_before = true;
-        let wait_ms = backoff_ms / 2 + madsim::rand::random::<u64>() % (backoff_ms - backoff_ms / 2 + 1);
+        let wait_ms = backoff_ms / 2 + crate::runtime::rng::random_u64() % (backoff_ms - backoff_ms / 2 + 1);
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         backoff_ms = (backoff_ms * 2).min(limits.backoff_max_ms);
     }
