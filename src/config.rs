@@ -235,6 +235,24 @@ pub struct BrokerConfig {
     /// response for this long is closed; so is one that does not finish sending a request or
     /// reading a response within it.
     pub connections_max_idle_ms: u64,
+    /// `controller.quorum.voters`: `id@host:port,...`, the metadata quorum's voters and where
+    /// each one's inter-broker listener is. Unset: a single node keeping its metadata in
+    /// `strand.meta` (a quorum of one). Set: this node is one of the voters (combined mode:
+    /// broker and controller), and its own entry's address is where it listens for peers.
+    pub controller_quorum: Option<String>,
+    /// The cluster's id (Kafka's `cluster.id` from `kafka-storage format`): needed the first
+    /// time a quorum node starts on an empty data directory, then stored there and checked.
+    pub cluster_id: Option<String>,
+    /// `broker.rack`.
+    pub broker_rack: Option<String>,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker the active controller has not heard from for this
+    /// long is fenced (its partitions lose their leader until it is back).
+    pub broker_session_timeout_ms: u64,
+    /// How long one tick of the metadata quorum's Raft is. An election starts after 10 to 20
+    /// ticks without a leader (Kafka's `controller.quorum.election.timeout.ms` is 1000).
+    pub controller_tick_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -265,6 +283,12 @@ impl Default for BrokerConfig {
             group_consumer_min_heartbeat_interval_ms: 5_000,
             group_consumer_max_heartbeat_interval_ms: 15_000,
             connections_max_idle_ms: 600_000,
+            controller_quorum: None,
+            cluster_id: None,
+            broker_rack: None,
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
+            controller_tick_ms: 50,
         }
     }
 }
@@ -337,6 +361,28 @@ impl BrokerConfig {
             return Err(ConfigError(format!("node_id {} must not be negative", self.node_id)));
         }
         self.topic_defaults()?;
+        if let Some(q) = &self.controller_quorum {
+            let voters = parse_quorum(q)?;
+            let me = u32::try_from(self.node_id).unwrap_or(u32::MAX);
+            if !voters.iter().any(|(id, _)| id.0 == me) {
+                return Err(ConfigError(format!(
+                    "controller_quorum '{q}' does not list this node's id {} (combined mode: every node is a voter)",
+                    self.node_id
+                )));
+            }
+        }
+        if let Some(id) = &self.cluster_id {
+            validate_cluster_id(id)?;
+        }
+        if self.broker_heartbeat_interval_ms < 1 || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {
+            return Err(ConfigError(format!(
+                "broker_heartbeat_interval_ms {} must be at least 1 and below broker_session_timeout_ms {}",
+                self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
+            )));
+        }
+        if !(5..=10_000).contains(&self.controller_tick_ms) {
+            return Err(ConfigError(format!("controller_tick_ms {} must be between 5 and 10000", self.controller_tick_ms)));
+        }
         if let Some(a) = &self.advertised_listener {
             parse_host_port(a)?;
         }
@@ -388,6 +434,48 @@ impl BrokerConfig {
             None => (self.listen.ip().to_string(), i32::from(self.listen.port())),
         }
     }
+}
+
+/// The voters of `controller_quorum`, by id. Hosts are resolved here (a name that does not
+/// resolve is an error naming it).
+pub fn parse_quorum(s: &str) -> Result<Vec<(crate::raft::NodeId, SocketAddr)>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let mut out: Vec<(crate::raft::NodeId, SocketAddr)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| ConfigError(format!("controller quorum entry '{part}' must be id@host:port")))?;
+        let id: u32 = id
+            .parse()
+            .map_err(|_| ConfigError(format!("controller quorum entry '{part}': id '{id}' is not a number 0-{}", u32::MAX)))?;
+        let (host, port) = parse_host_port(addr).map_err(|_| ConfigError(format!("controller quorum entry '{part}' must be id@host:port")))?;
+        let resolved = (host.as_str(), port as u16)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ConfigError(format!("controller quorum entry '{part}': host '{host}' does not resolve")))?;
+        if out.iter().any(|(other, _)| other.0 == id) {
+            return Err(ConfigError(format!("controller quorum lists node {id} twice")));
+        }
+        out.push((crate::raft::NodeId(id), resolved));
+    }
+    if out.is_empty() {
+        return Err(ConfigError("controller quorum is empty; give id@host:port,...".into()));
+    }
+    if out.len() > 9 {
+        return Err(ConfigError(format!("controller quorum has {} voters; at most 9 are supported", out.len())));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A cluster id: 1 to 64 characters of [A-Za-z0-9_-] (Kafka's are 22-character base64url
+/// UUIDs; any such string is accepted).
+pub fn validate_cluster_id(id: &str) -> Result<(), ConfigError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(ConfigError(format!("cluster id '{id}' must be 1 to 64 characters of letters, digits, '-' and '_'")));
+    }
+    Ok(())
 }
 
 /// Parse `host:port`.

@@ -28,6 +28,15 @@ pub fn load_config(args: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(v) = args.node_id {
         config.node_id = v;
     }
+    if let Some(v) = &args.controller_quorum {
+        config.controller_quorum = Some(v.clone());
+    }
+    if let Some(v) = &args.cluster_id {
+        config.cluster_id = Some(v.clone());
+    }
+    if let Some(v) = &args.rack {
+        config.broker_rack = Some(v.clone());
+    }
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(config)
 }

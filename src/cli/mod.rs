@@ -54,6 +54,16 @@ pub struct BrokerArgs {
     /// TOML config file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The metadata quorum's voters, id@host:port,... (this node among them; each address is
+    /// that node's inter-broker listener). Without it: a single node.
+    #[arg(long)]
+    pub controller_quorum: Option<String>,
+    /// The cluster id, needed at the first start of a quorum node (then stored in the data dir).
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// `broker.rack`, for rack-aware placement.
+    #[arg(long)]
+    pub rack: Option<String>,
 }
 
 /// Where a client command connects.
