@@ -469,13 +469,41 @@ pub fn parse_quorum(s: &str) -> Result<Vec<(crate::raft::NodeId, SocketAddr)>, C
     Ok(out)
 }
 
-/// A cluster id: 1 to 64 characters of [A-Za-z0-9_-] (Kafka's are 22-character base64url
-/// UUIDs; any such string is accepted).
-pub fn validate_cluster_id(id: &str) -> Result<(), ConfigError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(ConfigError(format!("cluster id '{id}' must be 1 to 64 characters of letters, digits, '-' and '_'")));
+/// A cluster id: Kafka's form (16 bytes in URL-safe base64 without padding, 22 characters, as
+/// `kafka-storage random-uuid` prints) or a UUID with hyphens.
+pub fn parse_cluster_id(id: &str) -> Result<uuid::Uuid, ConfigError> {
+    if let Ok(u) = uuid::Uuid::parse_str(id) {
+        return Ok(u);
     }
-    Ok(())
+    let bad = || ConfigError(format!("cluster id '{id}' must be 22 characters of URL-safe base64 (as Kafka's) or a UUID"));
+    if id.len() != 22 {
+        return Err(bad());
+    }
+    let mut bits: u128 = 0;
+    for (i, c) in id.bytes().enumerate() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return Err(bad()),
+        } as u128;
+        if i < 21 {
+            bits = (bits << 6) | v;
+        } else {
+            // 21 x 6 = 126 bits; the last character carries the final 2 bits and 4 zero bits.
+            if v & 0xf != 0 {
+                return Err(bad());
+            }
+            bits = (bits << 2) | (v >> 4);
+        }
+    }
+    Ok(uuid::Uuid::from_u128(bits))
+}
+
+pub fn validate_cluster_id(id: &str) -> Result<(), ConfigError> {
+    parse_cluster_id(id).map(|_| ())
 }
 
 /// Parse `host:port`.

@@ -24,7 +24,7 @@ fn config(id: u32, listen: SocketAddr, peers: BTreeMap<NodeId, SocketAddr>) -> T
 }
 
 fn heartbeat(term: u64) -> Envelope {
-    Envelope { group: GroupId::Metadata, from: NodeId(0), msg: Msg::Heartbeat { term: Term(term), commit: Default::default(), round: 0 } }
+    Envelope { group: GroupId::Metadata, from: NodeId(0), msg: Msg::Heartbeat { term: Term(term), commit: Default::default(), round: 0 }.into() }
 }
 
 fn any_port() -> SocketAddr {
@@ -52,7 +52,7 @@ async fn deliver(from: &TransportHandle, to: NodeId, inbox: &mut mpsc::Receiver<
         from.send(to, heartbeat(term));
         let until = tokio::time::Instant::now() + Duration::from_millis(20);
         while let Ok(Some(env)) = tokio::time::timeout_at(until, inbox.recv()).await {
-            if env.msg.term() == Term(term) {
+            if env.msg.raft().unwrap().term() == Term(term) {
                 assert_eq!(env.from, from.node_id(), "the envelope names its sender");
                 return;
             }
@@ -87,7 +87,7 @@ async fn three_nodes_exchange_messages_both_ways() {
     while next <= 100_500 {
         let env = tokio::time::timeout(Duration::from_secs(10), nodes[1].1.recv()).await.unwrap().unwrap();
         if env.group == (GroupId::Partition { topic_id: [1; 16], partition: 7 }) {
-            assert_eq!(env.msg.term(), Term(next));
+            assert_eq!(env.msg.raft().unwrap().term(), Term(next));
             next += 1;
         }
     }

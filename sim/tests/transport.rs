@@ -47,7 +47,7 @@ async fn broker(id: u32, counts: Counts) {
     for term in 1.. {
         for p in (1..=NODES).filter(|&p| p != id) {
             let msg = Msg::Heartbeat { term: Term(term), commit: LogIndex(0), round: 0 };
-            transport.send(NodeId(p), Envelope { group: GroupId::Metadata, from: NodeId(id), msg });
+            transport.send(NodeId(p), Envelope { group: GroupId::Metadata, from: NodeId(id), msg: msg.into() });
         }
         sleep(Duration::from_millis(10)).await;
     }

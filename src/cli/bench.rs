@@ -478,7 +478,7 @@ fn quantiles(h: &crate::metrics::Snapshot) -> String {
 /// The fdatasync and append histograms of the benchmark topic's partitions, summed.
 fn broker_syncs(broker: &crate::server::Broker) -> (crate::metrics::Snapshot, crate::metrics::Snapshot) {
     let (mut syncs, mut appends) = (crate::metrics::Snapshot::default(), crate::metrics::Snapshot::default());
-    for p in broker.topics.get(TOPIC).map(|t| t.partitions.clone()).unwrap_or_default() {
+    for p in broker.topics.get(TOPIC).map(|t| t.partitions.iter().flatten().cloned().collect::<Vec<_>>()).unwrap_or_default() {
         syncs.add(&p.sync_latency.snapshot());
         appends.add(&p.append_latency.snapshot());
     }

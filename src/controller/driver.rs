@@ -12,15 +12,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::log_store::LogStore;
-use crate::raft::{Entry, LogIndex, Membership, Msg, NodeId, Options, Output, ProposeError, RaftCore, Replicate, Role, Term};
+use crate::raft::{Entry, LogIndex, Membership, Msg, NodeId, Options, Output, ProposeError, RaftCore, Replicate, Role, SnapshotMeta, Term};
 use crate::runtime::Runtime;
-use crate::transport::{Envelope, GroupId, TransportHandle};
+use crate::transport::{Envelope, GroupId, Message, TransportHandle};
 
 /// Proposals queued for the driver at most.
 pub const QUORUM_COMMANDS_MAX: usize = 1024;
+/// Proposals forwarded to the leader and not answered yet, at most (more are refused as if
+/// there were no leader; the caller retries).
+pub const FORWARDED_MAX: usize = 1024;
 
 #[derive(Clone, Debug)]
 pub struct QuorumConfig {
@@ -32,6 +36,15 @@ pub struct QuorumConfig {
     pub dir: PathBuf,
 }
 
+/// What the leader knows of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Since the member last answered the leader (0 for the leader itself).
+    pub heard_ms_ago: u64,
+    /// The member's log is known to match the leader's up to here.
+    pub match_index: LogIndex,
+}
+
 /// What the node's core says of itself, after every step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuorumStatus {
@@ -39,6 +52,10 @@ pub struct QuorumStatus {
     pub role: Role,
     pub leader: Option<NodeId>,
     pub commit_index: LogIndex,
+    /// The leader has committed an entry of its own term (it knows the whole committed log).
+    pub leader_ready: bool,
+    /// On the leader: every member (itself included). Empty elsewhere.
+    pub peers: BTreeMap<NodeId, PeerStatus>,
     /// False once the driver stopped (a storage error).
     pub running: bool,
 }
@@ -49,6 +66,22 @@ enum Command {
     Propose { data: Bytes, reply: ProposeReply },
 }
 
+/// The quorum shell's own messages between nodes (in [`Message::Control`]): a follower
+/// forwards a proposal to the leader it knows, which answers once the entry is committed in
+/// the term it was proposed in (`Ok(index)`), or at once when it cannot propose
+/// (`Err(leader it knows)`).
+#[derive(Debug, Serialize, Deserialize)]
+enum Control {
+    Forward { id: u64, data: Bytes },
+    Forwarded { id: u64, result: Result<u64, Option<NodeId>> },
+}
+
+/// Who waits for an entry to commit.
+enum Waiter {
+    Local(ProposeReply),
+    Remote { to: NodeId, id: u64 },
+}
+
 #[derive(Clone)]
 pub struct QuorumHandle {
     commands: mpsc::Sender<Command>,
@@ -56,8 +89,9 @@ pub struct QuorumHandle {
 }
 
 impl QuorumHandle {
-    /// Propose `data`; the answer comes once it is committed (its index), or says why not.
-    /// Bounded by `timeout_ms` (REQUEST_TIMED_OUT for the caller when it passes: Err(None)).
+    /// Propose `data` (on a follower: forwarded to the leader); the answer comes once it is
+    /// committed (its index), or says why not. Bounded by `timeout_ms` (REQUEST_TIMED_OUT for
+    /// the caller when it passes: Err(None); the entry may still commit later).
     pub async fn propose(&self, data: Bytes, timeout_ms: u64) -> Result<LogIndex, Option<ProposeError>> {
         let (reply, answer) = oneshot::channel();
         self.commands.try_send(Command::Propose { data, reply }).map_err(|_| None)?;
@@ -69,10 +103,23 @@ impl QuorumHandle {
     pub fn status(&self) -> QuorumStatus {
         self.status.borrow().clone()
     }
+    /// Changes of the status (for waiting on a leader or a commit index).
+    pub fn watch(&self) -> watch::Receiver<QuorumStatus> {
+        self.status.clone()
+    }
 }
 
-/// The state machine: every committed entry, in order, once (per start of the node).
-pub type Apply = Box<dyn FnMut(LogIndex, &Entry) + Send>;
+/// What the state machine is given, in log order, once per start of the node.
+pub enum Applied<'a> {
+    /// The state up to `meta.index` (at start, or installed from the leader): the state machine
+    /// replaces its state with `data`'s.
+    Snapshot { meta: &'a SnapshotMeta, data: &'a Bytes },
+    /// A committed entry.
+    Entry { index: LogIndex, entry: &'a Entry },
+}
+
+/// The state machine.
+pub type Apply = Box<dyn FnMut(Applied<'_>) + Send>;
 
 /// Open the quorum's log in `config.dir` and start its driver on this node.
 pub async fn start(
@@ -86,10 +133,29 @@ pub async fn start(
     let store = LogStore::open(runtime.disk.clone(), config.dir.clone(), membership).await?;
     let options = Options { jitter_seed: crate::runtime::rng::random_u64(), ..config.options.clone() };
     let core = RaftCore::new(config.node_id, options, store.hard_state(), store.log_state(), LogIndex(0));
-    let status = QuorumStatus { term: core.term(), role: core.role(), leader: core.leader(), commit_index: core.commit_index(), running: true };
+    let status = QuorumStatus {
+        term: core.term(),
+        role: core.role(),
+        leader: core.leader(),
+        commit_index: core.commit_index(),
+        leader_ready: false,
+        peers: BTreeMap::new(),
+        running: true,
+    };
     let (status_tx, status_rx) = watch::channel(status);
     let (commands_tx, commands_rx) = mpsc::channel(QUORUM_COMMANDS_MAX);
-    let driver = Driver { core, store, transport, applied: LogIndex(0), pending: BTreeMap::new(), apply, status: status_tx };
+    let driver = Driver {
+        core,
+        store,
+        transport,
+        applied: LogIndex(0),
+        pending: BTreeMap::new(),
+        forwarded: BTreeMap::new(),
+        next_forward: 1,
+        apply,
+        status: status_tx,
+        tick_ms: config.tick_ms,
+    };
     tokio::spawn(driver.run(inbox, commands_rx, config.tick_ms));
     Ok(QuorumHandle { commands: commands_tx, status: status_rx })
 }
@@ -99,15 +165,23 @@ struct Driver {
     store: LogStore,
     transport: TransportHandle,
     applied: LogIndex,
-    /// Proposals waiting for their entry to commit: index -> (term proposed in, reply).
-    pending: BTreeMap<LogIndex, (Term, ProposeReply)>,
+    /// Proposals waiting for their entry to commit: index -> (term proposed in, who waits).
+    pending: BTreeMap<LogIndex, (Term, Waiter)>,
+    /// Proposals this node forwarded to a leader: id -> the proposer's reply.
+    forwarded: BTreeMap<u64, ProposeReply>,
+    next_forward: u64,
     apply: Apply,
     status: watch::Sender<QuorumStatus>,
+    tick_ms: u64,
 }
 
 impl Driver {
     async fn run(mut self, mut inbox: mpsc::Receiver<Envelope>, mut commands: mpsc::Receiver<Command>, tick_ms: u64) {
-        self.applied = self.store.snapshot().0.index;
+        let (meta, data) = self.store.snapshot();
+        if meta.index > LogIndex(0) {
+            (self.apply)(Applied::Snapshot { meta, data });
+        }
+        self.applied = meta.index;
         let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
         loop {
             let mut out = Output::default();
@@ -115,20 +189,20 @@ impl Driver {
                 biased;
                 Some(envelope) = inbox.recv() => {
                     if envelope.group == GroupId::Metadata && envelope.from != self.core.id() {
-                        self.core.step(envelope.from, envelope.msg, &mut out);
+                        match envelope.msg {
+                            Message::Raft(msg) => self.core.step(envelope.from, msg, &mut out),
+                            Message::Control(bytes) => self.control(envelope.from, &bytes, &mut out),
+                        }
                     }
                 }
                 Some(command) = commands.recv() => match command {
-                    Command::Propose { data, reply } => match self.core.propose(vec![data], &mut out) {
-                        Ok(range) => {
-                            self.pending.insert(range.start, (self.core.term(), reply));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    },
+                    Command::Propose { data, reply } => self.propose(data, reply, &mut out),
                 },
-                _ = ticker.tick() => self.core.tick(&mut out),
+                _ = ticker.tick() => {
+                    self.core.tick(&mut out);
+                    // Forwarded proposals whose proposer gave up (timed out) are forgotten.
+                    self.forwarded.retain(|_, reply| !reply.is_closed());
+                }
             }
             if let Err(e) = self.execute(out).await {
                 tracing::error!(node = %self.core.id(), error = %e, "metadata quorum: log write failed; this node stops taking part (fail-stop)");
@@ -137,12 +211,100 @@ impl Driver {
             }
             self.apply_committed();
             let c = &self.core;
-            let status = QuorumStatus { term: c.term(), role: c.role(), leader: c.leader(), commit_index: c.commit_index(), running: true };
+            let peers = match c.role() {
+                Role::Leader => c
+                    .membership()
+                    .members()
+                    .filter_map(|m| {
+                        let heard = c.heard_ticks_ago(m)?;
+                        let match_index = c.match_index(m)?;
+                        Some((m, PeerStatus { heard_ms_ago: heard.saturating_mul(self.tick_ms), match_index }))
+                    })
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            let status = QuorumStatus {
+                term: c.term(),
+                role: c.role(),
+                leader: c.leader(),
+                commit_index: c.commit_index(),
+                leader_ready: c.leader_ready(),
+                peers,
+                running: true,
+            };
             self.status.send_if_modified(|s| {
                 let changed = *s != status;
                 *s = status;
                 changed
             });
+        }
+    }
+
+    /// A proposal of this node: proposed here when we lead, forwarded to the leader we know,
+    /// refused when we know none.
+    fn propose(&mut self, data: Bytes, reply: ProposeReply, out: &mut Output) {
+        if self.core.role() == Role::Leader {
+            match self.core.propose(vec![data], out) {
+                Ok(range) => {
+                    self.pending.insert(range.start, (self.core.term(), Waiter::Local(reply)));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            return;
+        }
+        match self.core.leader() {
+            Some(leader) if self.forwarded.len() < FORWARDED_MAX => {
+                let id = self.next_forward;
+                self.next_forward += 1;
+                self.forwarded.insert(id, reply);
+                self.send_control(leader, &Control::Forward { id, data });
+            }
+            leader => {
+                let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+            }
+        }
+    }
+
+    fn send_control(&self, to: NodeId, control: &Control) {
+        let bytes = Bytes::from(postcard::to_allocvec(control).expect("postcard encodes our own types"));
+        let from = self.core.id();
+        self.transport.send(to, Envelope { group: GroupId::Metadata, from, msg: Message::Control(bytes) });
+    }
+
+    /// A control message from a peer. One that does not decode is dropped (and logged): the
+    /// transport checked the frame, so this is a peer of another build.
+    fn control(&mut self, from: NodeId, bytes: &[u8], out: &mut Output) {
+        let control: Control = match postcard::from_bytes(bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(node = %self.core.id(), %from, error = %e, "metadata quorum: dropping a control message that does not decode");
+                return;
+            }
+        };
+        match control {
+            Control::Forward { id, data } => {
+                let refused = if self.core.role() == Role::Leader {
+                    match self.core.propose(vec![data], out) {
+                        Ok(range) => {
+                            self.pending.insert(range.start, (self.core.term(), Waiter::Remote { to: from, id }));
+                            None
+                        }
+                        Err(_) => Some(self.core.leader()),
+                    }
+                } else {
+                    Some(self.core.leader())
+                };
+                if let Some(leader) = refused {
+                    self.send_control(from, &Control::Forwarded { id, result: Err(leader) });
+                }
+            }
+            Control::Forwarded { id, result } => {
+                if let Some(reply) = self.forwarded.remove(&id) {
+                    let _ = reply.send(result.map(LogIndex).map_err(|leader| ProposeError::NotLeader { leader }));
+                }
+            }
         }
     }
 
@@ -159,7 +321,7 @@ impl Driver {
             }
             let from = self.core.id();
             for (to, msg) in out.send.drain(..) {
-                self.transport.send(to, Envelope { group: GroupId::Metadata, from, msg });
+                self.transport.send(to, Envelope { group: GroupId::Metadata, from, msg: msg.into() });
             }
             for replicate in out.replicate.drain(..) {
                 let (to, msg) = match replicate {
@@ -175,7 +337,7 @@ impl Driver {
                         (to, Msg::Snapshot { term, meta, data: data.clone() })
                     }
                 };
-                self.transport.send(to, Envelope { group: GroupId::Metadata, from, msg });
+                self.transport.send(to, Envelope { group: GroupId::Metadata, from, msg: msg.into() });
             }
             let Some(id) = last_write else { return Ok(()) };
             let mut next = Output::default();
@@ -186,14 +348,16 @@ impl Driver {
 
     fn apply_committed(&mut self) {
         let commit = self.core.commit_index();
-        let start = self.store.snapshot().0.index;
-        if self.applied < start {
-            self.applied = start;
+        let (meta, data) = self.store.snapshot();
+        if self.applied < meta.index {
+            // A snapshot from the leader replaced the log: the state machine starts from it.
+            (self.apply)(Applied::Snapshot { meta, data });
+            self.applied = meta.index;
         }
         while self.applied < commit {
             let index = self.applied.next();
-            let entry = self.store.entry(index).expect("committed entries are in the log").clone();
-            (self.apply)(index, &entry);
+            let entry = self.store.entry(index).expect("committed entries are in the log");
+            (self.apply)(Applied::Entry { index, entry });
             self.applied = index;
         }
         // Answer the proposals whose index is committed: ours if the entry there is still of the
@@ -202,9 +366,18 @@ impl Driver {
             if *entry.key() > commit {
                 break;
             }
-            let (index, (term, reply)) = entry.remove_entry();
+            let (index, (term, waiter)) = entry.remove_entry();
             let ours = self.store.entry(index).map(|e| e.term) == Some(term);
-            let _ = reply.send(if ours { Ok(index) } else { Err(ProposeError::NotLeader { leader: self.core.leader() }) });
+            let leader = self.core.leader();
+            match waiter {
+                Waiter::Local(reply) => {
+                    let _ = reply.send(if ours { Ok(index) } else { Err(ProposeError::NotLeader { leader }) });
+                }
+                Waiter::Remote { to, id } => {
+                    let result = if ours { Ok(index.0) } else { Err(leader) };
+                    self.send_control(to, &Control::Forwarded { id, result });
+                }
+            }
         }
     }
 }

@@ -51,7 +51,9 @@ impl ErrorCode {
     pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: ErrorCode = ErrorCode(43);
     pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
+    pub const NOT_CONTROLLER: ErrorCode = ErrorCode(41);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
+    pub const BROKER_NOT_AVAILABLE: ErrorCode = ErrorCode(8);
     pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
     pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);

@@ -197,6 +197,18 @@ impl RaftCore {
     pub fn leader_ready(&self) -> bool {
         self.role == Role::Leader && self.log.term_at(self.commit) == Some(self.term)
     }
+    /// Leader: ticks since `node` last answered (0 for ourselves); `None` off the leader or for
+    /// a node that is not a member. A leader that just took office counts from then.
+    pub fn heard_ticks_ago(&self, node: NodeId) -> Option<u64> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        if node == self.id {
+            return Some(0);
+        }
+        self.progress.get(&node).map(|p| self.leader_ticks.saturating_sub(p.last_heard_tick))
+    }
+
     /// The leader's known match index of `node`.
     pub fn match_index(&self, node: NodeId) -> Option<LogIndex> {
         if node == self.id {

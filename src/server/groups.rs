@@ -49,68 +49,82 @@ pub struct Groups {
 pub type StepResult<T> = Result<T, ErrorCode>;
 
 impl Groups {
-    /// Load committed offsets and group generations from `__consumer_offsets`, if it exists.
+    /// A coordinator with nothing loaded yet: `__consumer_offsets` is replayed the first
+    /// time a request finds it hosted here (at start on a single node, where the topic is
+    /// known at once; on a cluster, once this node's image places it here).
     pub async fn open(rt: Runtime, topics: &TopicRegistry, config: GroupConfig, compact_bytes: u64) -> anyhow::Result<Groups> {
-        let mut core = Coordinator::new(config, rng::random_u64());
-        let topic = topics.get(OFFSETS_TOPIC);
-        if let Some(topic) = &topic {
-            let wall = rt.clock.wall_ms();
-            let mut count = 0u64;
-            for (p, partition) in topic.partitions.iter().enumerate() {
-                let mut offset = partition.log_start_offset();
-                let end = partition.high_watermark();
-                while offset < end {
-                    let read = partition
-                        .read(offset, REPLAY_READ_BYTES)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("replaying {OFFSETS_TOPIC}-{p} at offset {offset}: {e}"))?;
-                    let fetched = crate::client::records::decode_fetched(&read.records, offset)
-                        .map_err(|e| anyhow::anyhow!("replaying {OFFSETS_TOPIC}-{p} at offset {offset}: {e}"))?;
-                    if fetched.next_offset <= offset {
-                        anyhow::bail!("replaying {OFFSETS_TOPIC}-{p}: no progress at offset {offset}");
-                    }
-                    for r in &fetched.records {
-                        let Some(k) = &r.key else { anyhow::bail!("{OFFSETS_TOPIC}-{p} offset {}: record without key", r.offset) };
-                        let key = decode_key(k).map_err(|e| anyhow::anyhow!("{OFFSETS_TOPIC}-{p} offset {}: {e}", r.offset))?;
-                        let value = match &r.value {
-                            Some(v) => Some(decode_value(&key, v).map_err(|e| anyhow::anyhow!("{OFFSETS_TOPIC}-{p} offset {}: {e}", r.offset))?),
-                            None => None,
-                        };
-                        core.replay(p as i32, &key, value.as_ref(), wall);
-                        count += 1;
-                    }
-                    offset = fetched.next_offset;
-                }
-            }
-            tracing::info!(records = count, groups = core.groups().count(), "group coordinator loaded {OFFSETS_TOPIC}");
-            if topic.partitions.len() as i32 != core.config.offsets_partitions {
-                tracing::warn!(
-                    existing = topic.partitions.len(),
-                    configured = core.config.offsets_partitions,
-                    "{OFFSETS_TOPIC} exists with a different partition count; using the existing one"
-                );
-                core.config.offsets_partitions = topic.partitions.len() as i32;
-            }
-        }
-        Ok(Groups {
+        let core = Coordinator::new(config, rng::random_u64());
+        let groups = Groups {
             rt,
             core: Mutex::new(core),
             order: tokio::sync::Mutex::new(()),
             waiters: Mutex::new(BTreeMap::new()),
             next_token: AtomicU64::new(1),
-            topic: Mutex::new(topic),
+            topic: Mutex::new(None),
             create: tokio::sync::Mutex::new(()),
             failed: AtomicBool::new(false),
             compact_bytes,
             live_bytes: Mutex::new(BTreeMap::new()),
-        })
+        };
+        if let Some(topic) = topics.get(OFFSETS_TOPIC).filter(|t| t.hosted().next().is_some()) {
+            groups.load(&topic).await?;
+            *groups.topic.lock().expect("topic lock") = Some(topic);
+        }
+        Ok(groups)
+    }
+
+    /// Replay committed offsets and group generations from `topic`'s partitions (hosted here:
+    /// `__consumer_offsets` lives whole on one broker until [replication]).
+    async fn load(&self, topic: &Topic) -> anyhow::Result<()> {
+        let wall = self.rt.clock.wall_ms();
+        let mut count = 0u64;
+        let mut core = Coordinator::new(self.core.lock().expect("core lock").config.clone(), rng::random_u64());
+        for (p, partition) in topic.hosted() {
+            let mut offset = partition.log_start_offset();
+            let end = partition.high_watermark();
+            while offset < end {
+                let read = partition
+                    .read(offset, REPLAY_READ_BYTES)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("replaying {OFFSETS_TOPIC}-{p} at offset {offset}: {e}"))?;
+                let fetched = crate::client::records::decode_fetched(&read.records, offset)
+                    .map_err(|e| anyhow::anyhow!("replaying {OFFSETS_TOPIC}-{p} at offset {offset}: {e}"))?;
+                if fetched.next_offset <= offset {
+                    anyhow::bail!("replaying {OFFSETS_TOPIC}-{p}: no progress at offset {offset}");
+                }
+                for r in &fetched.records {
+                    let Some(k) = &r.key else { anyhow::bail!("{OFFSETS_TOPIC}-{p} offset {}: record without key", r.offset) };
+                    let key = decode_key(k).map_err(|e| anyhow::anyhow!("{OFFSETS_TOPIC}-{p} offset {}: {e}", r.offset))?;
+                    let value = match &r.value {
+                        Some(v) => Some(decode_value(&key, v).map_err(|e| anyhow::anyhow!("{OFFSETS_TOPIC}-{p} offset {}: {e}", r.offset))?),
+                        None => None,
+                    };
+                    core.replay(p, &key, value.as_ref(), wall);
+                    count += 1;
+                }
+                offset = fetched.next_offset;
+            }
+        }
+        tracing::info!(records = count, groups = core.groups().count(), "group coordinator loaded {OFFSETS_TOPIC}");
+        if topic.partition_count() != core.config.offsets_partitions {
+            tracing::warn!(
+                existing = topic.partition_count(),
+                configured = core.config.offsets_partitions,
+                "{OFFSETS_TOPIC} exists with a different partition count; using the existing one"
+            );
+            core.config.offsets_partitions = topic.partition_count();
+        }
+        *self.core.lock().expect("core lock") = core;
+        Ok(())
     }
 
     pub fn now(&self) -> Now {
         Now { mono_ms: self.rt.clock.monotonic().as_millis() as u64, wall_ms: self.rt.clock.wall_ms() }
     }
 
-    /// `__consumer_offsets`, created on first use (as Kafka does on the first FindCoordinator).
+    /// `__consumer_offsets` as this coordinator serves it: created on first use (as Kafka
+    /// does on the first FindCoordinator) and loaded the first time it is found hosted here.
+    /// NOT_COORDINATOR when another broker hosts it.
     pub async fn offsets_topic(&self, topics: &TopicRegistry) -> StepResult<Arc<Topic>> {
         if self.failed.load(Ordering::SeqCst) {
             return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
@@ -122,6 +136,23 @@ impl Groups {
         if let Some(t) = self.topic.lock().expect("topic lock").clone() {
             return Ok(t);
         }
+        let topic = self.ensure_offsets_topic(topics).await?;
+        if topic.hosted().next().is_none() {
+            return Err(ErrorCode::NOT_COORDINATOR);
+        }
+        if let Err(e) = self.load(&topic).await {
+            self.fail(&format!("loading {OFFSETS_TOPIC}: {e}"));
+            return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        *self.topic.lock().expect("topic lock") = Some(topic.clone());
+        Ok(topic)
+    }
+
+    /// `__consumer_offsets`, created if it does not exist yet (wherever it is hosted).
+    pub async fn ensure_offsets_topic(&self, topics: &TopicRegistry) -> StepResult<Arc<Topic>> {
+        if let Some(t) = topics.get(OFFSETS_TOPIC) {
+            return Ok(t);
+        }
         let partitions = self.core.lock().expect("core lock").config.offsets_partitions;
         // Offsets are never deleted by retention: the coordinator tombstones what it drops.
         let overrides: BTreeMap<String, String> = [
@@ -130,16 +161,14 @@ impl Groups {
             ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
         ]
         .into();
-        let topic = match topics.create(OFFSETS_TOPIC, partitions, overrides).await {
-            Ok(t) => t,
-            Err(e) if e.code == ErrorCode::TOPIC_ALREADY_EXISTS => topics.get(OFFSETS_TOPIC).ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?,
+        match topics.create(OFFSETS_TOPIC, partitions, overrides).await {
+            Ok(t) => Ok(t),
+            Err(e) if e.code == ErrorCode::TOPIC_ALREADY_EXISTS => topics.get(OFFSETS_TOPIC).ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE),
             Err(e) => {
                 tracing::warn!(error = %e.message, "cannot create {OFFSETS_TOPIC}");
-                return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+                Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
             }
-        };
-        *self.topic.lock().expect("topic lock") = Some(topic.clone());
-        Ok(topic)
+        }
     }
 
     /// Register a waiter for a parked reply.
@@ -189,7 +218,7 @@ impl Groups {
 
     /// Wait until everything appended so far is durable.
     pub async fn barrier(&self, topic: &Topic) -> StepResult<()> {
-        for (p, partition) in topic.partitions.iter().enumerate() {
+        for (p, partition) in topic.hosted() {
             let end = partition.log_end_offset();
             if partition.high_watermark() < end {
                 if let Err(e) = partition.wait_durable(end).await {
@@ -265,8 +294,7 @@ impl Groups {
             return;
         }
         let Some(topic) = self.topic.lock().expect("topic lock").clone() else { return };
-        for (p, partition) in topic.partitions.iter().enumerate() {
-            let p = p as i32;
+        for (p, partition) in topic.hosted() {
             let size = partition.size_bytes().await;
             let live = self.live_bytes.lock().expect("live lock").get(&p).copied().unwrap_or(0);
             if size <= self.compact_bytes || size <= live.saturating_mul(4) {
@@ -303,7 +331,7 @@ impl Groups {
 
 /// Every topic's partition count by name (what KIP-848 assignors see).
 pub fn topic_view(topics: &TopicRegistry) -> BTreeMap<String, i32> {
-    topics.all().iter().filter(|t| t.name != OFFSETS_TOPIC).map(|t| (t.name.clone(), t.partitions.len() as i32)).collect()
+    topics.all().iter().filter(|t| t.name != OFFSETS_TOPIC).map(|t| (t.name.clone(), t.partition_count())).collect()
 }
 
 fn unavailable(reply: Reply) -> Reply {

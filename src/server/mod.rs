@@ -5,6 +5,7 @@
 //! Never: panics on client input (bad bytes close that one connection or get a Kafka error
 //! code), holds a std lock across an await, or answers acks=1/all before the data is durable.
 
+pub mod cluster;
 mod connection;
 mod dispatch;
 pub mod groups;
@@ -30,7 +31,7 @@ pub use dispatch::supported_apis;
 pub struct Broker {
     pub rt: Runtime,
     pub config: BrokerConfig,
-    pub topics: TopicRegistry,
+    pub topics: Arc<TopicRegistry>,
     /// The group coordinator (every group: a single node coordinates them all).
     pub groups: groups::Groups,
     /// (host, port) clients are told to use.
@@ -46,6 +47,7 @@ pub struct ServerHandle {
     accept_task: tokio::task::JoinHandle<()>,
     maintenance_task: tokio::task::JoinHandle<()>,
     group_task: tokio::task::JoinHandle<()>,
+    cluster_task: tokio::task::JoinHandle<()>,
     broker: Arc<Broker>,
     active_connections: Arc<AtomicUsize>,
 }
@@ -70,6 +72,7 @@ impl ServerHandle {
         let _ = self.accept_task.await;
         self.maintenance_task.abort();
         self.group_task.abort();
+        self.cluster_task.abort();
         let drain_deadline = self.broker.rt.clock.monotonic() + Duration::from_millis(SHUTDOWN_DRAIN_MS);
         while self.active_connections.load(Ordering::SeqCst) > 0 && self.broker.rt.clock.monotonic() < drain_deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -94,7 +97,10 @@ pub async fn start(rt: Runtime, config: BrokerConfig) -> anyhow::Result<ServerHa
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let node_id = crate::meta::NodeId(u32::try_from(config.node_id).expect("validated: not negative"));
-    let topics = TopicRegistry::open_as(rt.clone(), config.data_dir.clone(), defaults, node_id).await?;
+    let topics = match &config.controller_quorum {
+        None => Arc::new(TopicRegistry::open_as(rt.clone(), config.data_dir.clone(), defaults, node_id).await?),
+        Some(quorum) => open_quorum_node(&rt, &config, quorum, defaults, node_id).await?,
+    };
     let groups = groups::Groups::open(rt.clone(), &topics, config.group_config(), config.offsets_topic_compact_bytes).await?;
     let local_addr = listener.local_addr()?;
     let advertised = match &config.advertised_listener {
@@ -107,8 +113,83 @@ pub async fn start(rt: Runtime, config: BrokerConfig) -> anyhow::Result<ServerHa
     let accept_task = tokio::spawn(accept_loop(broker.clone(), listener, shutdown_rx.clone(), active_connections.clone()));
     let maintenance_task = tokio::spawn(maintenance_loop(broker.clone()));
     let group_task = tokio::spawn(groups::tick_loop(broker.clone()));
+    let cluster_task = tokio::spawn(cluster::run(broker.clone()));
     tracing::info!(listen = %local_addr, data_dir = %broker.config.data_dir.display(), "broker started");
-    Ok(ServerHandle { local_addr, shutdown_tx, accept_task, maintenance_task, group_task, broker, active_connections })
+    Ok(ServerHandle { local_addr, shutdown_tx, accept_task, maintenance_task, group_task, cluster_task, broker, active_connections })
+}
+
+/// The file in a quorum node's data directory that holds its cluster id (Kafka's
+/// `meta.properties`).
+pub const CLUSTER_ID_FILE: &str = "cluster.id";
+
+/// The cluster id of a quorum node: the one stored in its data directory, which `--cluster-id`
+/// must match if given; on an empty data directory the flag's, stored before anything else.
+async fn cluster_id_of(rt: &Runtime, config: &BrokerConfig) -> anyhow::Result<uuid::Uuid> {
+    let path = config.data_dir.join(CLUSTER_ID_FILE);
+    rt.disk
+        .create_dir_all(&config.data_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let stored = crate::runtime::disk::read_whole(rt.disk.as_ref(), &path).await?;
+    let stored = match stored {
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(&bytes).trim().to_string();
+            Some(crate::config::parse_cluster_id(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let given = config.cluster_id.as_deref().map(crate::config::parse_cluster_id).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+    match (stored, given) {
+        (Some(s), Some(g)) if s != g => anyhow::bail!(
+            "data directory {} belongs to cluster {}, not {} (--cluster-id)",
+            config.data_dir.display(),
+            handlers::metadata::kafka_cluster_id(s),
+            handlers::metadata::kafka_cluster_id(g)
+        ),
+        (Some(s), _) => Ok(s),
+        (None, Some(g)) => {
+            let text = format!("{}\n", handlers::metadata::kafka_cluster_id(g));
+            crate::runtime::disk::write_atomic(rt.disk.as_ref(), &path, bytes::Bytes::from(text)).await?;
+            Ok(g)
+        }
+        (None, None) => anyhow::bail!(
+            "{} has no cluster id yet: start this quorum node once with --cluster-id (the same on every node; e.g. {})",
+            config.data_dir.display(),
+            handlers::metadata::kafka_cluster_id(crate::runtime::rng::random_uuid())
+        ),
+    }
+}
+
+/// Start this node's part of the metadata quorum: its inter-broker transport on its own
+/// entry's address, and the registry as the quorum's state machine.
+async fn open_quorum_node(
+    rt: &Runtime,
+    config: &BrokerConfig,
+    quorum: &str,
+    defaults: crate::config::TopicConfig,
+    node_id: crate::meta::NodeId,
+) -> anyhow::Result<Arc<TopicRegistry>> {
+    let voters = crate::config::parse_quorum(quorum).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listen = voters.iter().find(|(id, _)| *id == node_id).map(|(_, a)| *a).expect("validated: this node is a voter");
+    let cluster_id = cluster_id_of(rt, config).await?;
+    let transport_config = crate::transport::TransportConfig {
+        node_id,
+        cluster_id: handlers::metadata::kafka_cluster_id(cluster_id),
+        listen,
+        peers: voters.iter().copied().collect(),
+        limits: Default::default(),
+    };
+    let (transport, inbox) = crate::transport::Transport::start(transport_config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for the controller quorum on {listen}: {e}"))?;
+    let quorum_config = crate::controller::driver::QuorumConfig {
+        node_id,
+        voters: voters.iter().map(|(id, _)| *id).collect(),
+        tick_ms: config.controller_tick_ms,
+        options: crate::raft::Options { election_timeout_ticks: 10, heartbeat_interval_ticks: 1, ..Default::default() },
+        dir: config.data_dir.join(topics::QUORUM_DIR),
+    };
+    TopicRegistry::open_quorum(rt.clone(), config.data_dir.clone(), defaults, node_id, cluster_id, quorum_config, transport, inbox).await
 }
 
 async fn accept_loop(
@@ -158,7 +239,7 @@ async fn maintenance_loop(broker: Arc<Broker>) {
     loop {
         tokio::time::sleep(interval).await;
         for topic in broker.topics.all() {
-            for (p, partition) in topic.partitions.iter().enumerate() {
+            for (p, partition) in topic.hosted() {
                 match partition.maintain().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(topic = %topic.name, partition = p, segments = n, "retention deleted segments"),

@@ -19,7 +19,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,12 @@ use crate::config::{validate_topic_name, TopicConfig};
 use crate::meta::records::{
     ClusterIdRecord, CreateTopicRecord, PartitionRecord, ProducerIdBlockRecord, RemoveTopicRecord,
 };
+use crate::controller::driver::{self, Applied, Apply, QuorumConfig, QuorumHandle};
+use crate::meta::records::{decode_snapshot, encode_snapshot};
 use crate::meta::{ImageError, MetadataImage, MetadataRecord, NodeId, TopicId, TopicImage};
+use crate::raft::{LogIndex, Payload, ProposeError};
+use crate::transport::{Envelope, TransportHandle};
+use tokio::sync::{mpsc, watch};
 use crate::partition::Partition;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::disk::{read_whole, write_atomic};
@@ -45,12 +52,35 @@ pub struct Topic {
     /// Only the keys the user set (DescribeConfigs reports the rest as defaults).
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Every partition of the topic, by index: `Some` where this node hosts it (its replica is
+    /// here; until [replication], replication factor 1, so this node leads it).
+    pub partitions: Vec<Option<Arc<Partition>>>,
 }
 
 impl Topic {
+    /// Partition `index` if this node hosts it.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i)).and_then(Option::as_ref)
+    }
+
+    /// Partition `index` for a request that needs its leader: NOT_LEADER_OR_FOLLOWER when
+    /// the partition exists but is on another broker (clients refresh metadata and go there),
+    /// UNKNOWN_TOPIC_OR_PARTITION when it does not exist.
+    pub fn lookup(&self, index: i32) -> Result<&Arc<Partition>, ErrorCode> {
+        match usize::try_from(index).ok().and_then(|i| self.partitions.get(i)) {
+            Some(Some(p)) => Ok(p),
+            Some(None) => Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
+            None => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+        }
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.len() as i32
+    }
+
+    /// The partitions this node hosts, with their index.
+    pub fn hosted(&self) -> impl Iterator<Item = (i32, &Arc<Partition>)> {
+        self.partitions.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|p| (i as i32, p)))
     }
 }
 
@@ -167,9 +197,47 @@ impl From<ImageError> for AdminError {
 /// The image and what this node hosts of it. They change together, under one lock.
 struct Hosted {
     image: MetadataImage,
-    /// By name: the image's topics with their partitions open here.
+    /// By name: the image's topics with the partitions placed here open.
     topics: BTreeMap<String, Arc<Topic>>,
 }
+
+/// Where metadata changes are made durable.
+enum Store {
+    /// `strand.meta` in the data directory: a single node (a quorum of one whose log is
+    /// rewritten whole as its snapshot at every change).
+    File,
+    /// The metadata quorum's Raft log: a change is proposed (forwarded to the active
+    /// controller by the quorum's driver), and applied to the image, here and on every node,
+    /// by the apply task once committed.
+    Quorum(Quorum),
+}
+
+/// Outcomes kept of the last batches applied (a proposer reads its own after waiting for its
+/// index to be applied).
+const OUTCOMES_MAX: usize = 4096;
+
+struct Quorum {
+    handle: QuorumHandle,
+    /// The highest log index whose records are applied to the published image.
+    applied: watch::Receiver<LogIndex>,
+    /// The last [`OUTCOMES_MAX`] applied batches: refused ones carry the image's reason.
+    outcomes: std::sync::Mutex<BTreeMap<LogIndex, Result<(), ImageError>>>,
+    /// The log index of each broker's current registration (the controller unfences a broker
+    /// once its log holds that index).
+    registered_at: std::sync::Mutex<BTreeMap<NodeId, LogIndex>>,
+    /// Set when applying committed records failed here (a partition could not be opened): this
+    /// node's image can no longer follow the log, so it stops applying and refuses changes.
+    failed: AtomicBool,
+}
+
+/// A committed entry as the apply task gets it.
+enum Committed {
+    Snapshot { index: LogIndex, data: Bytes },
+    Entry { index: LogIndex, data: Option<Bytes> },
+}
+
+/// How long a proposal waits for its commit and for this node to apply it.
+pub const PROPOSE_TIMEOUT_MS: u64 = 30_000;
 
 pub struct TopicRegistry {
     rt: Runtime,
@@ -177,6 +245,7 @@ pub struct TopicRegistry {
     defaults: TopicConfig,
     node_id: NodeId,
     cluster_id: Uuid,
+    store: Store,
     state: RwLock<Hosted>,
     admin: tokio::sync::Mutex<()>,
     /// (next producer id to hand out, end of the durably reserved block).
@@ -210,6 +279,42 @@ fn is_partition_file(name: &str) -> bool {
         || name.ends_with(".swap")
 }
 
+/// The quorum's directory in the data directory (Kafka's `__cluster_metadata-0`; without the
+/// `-0`, so it never looks like a partition directory).
+pub const QUORUM_DIR: &str = "__cluster_metadata";
+
+/// Placement of `count` new partitions `first..first + count` (replication factor 1, until
+/// [replication]): over the unfenced brokers, alternating racks (as Kafka's rack-aware
+/// assignment orders them), starting at a random one. `__consumer_offsets` goes whole on
+/// `proposer`, which is then every group's coordinator (see DESIGN.md).
+fn place(image: &MetadataImage, topic: &str, first: i32, count: i32, proposer: NodeId) -> Result<Vec<NodeId>, AdminError> {
+    if topic == super::groups::OFFSETS_TOPIC {
+        return Ok(vec![proposer; count.max(0) as usize]);
+    }
+    let mut by_rack: BTreeMap<Option<&str>, Vec<NodeId>> = BTreeMap::new();
+    for b in image.brokers().filter(|b| !b.fenced) {
+        by_rack.entry(b.registration.rack.as_deref()).or_default().push(b.registration.node_id);
+    }
+    let mut brokers = Vec::new();
+    let racks: Vec<Vec<NodeId>> = by_rack.into_values().collect();
+    let longest = racks.iter().map(Vec::len).max().unwrap_or(0);
+    for i in 0..longest {
+        brokers.extend(racks.iter().filter_map(|r| r.get(i).copied()));
+    }
+    if brokers.is_empty() {
+        return Err(AdminError::new(
+            ErrorCode::INVALID_REPLICATION_FACTOR,
+            "Unable to replicate the partition 1 time(s): The target replication factor of 1 cannot be reached because only 0 broker(s) are registered.",
+        ));
+    }
+    let start = (rng::random_u64() % brokers.len() as u64) as usize;
+    Ok((first..first + count).map(|p| brokers[(start + p as usize) % brokers.len()]).collect())
+}
+
+fn placed_partition(node: NodeId, topic_id: TopicId, partition: i32) -> MetadataRecord {
+    local_partition(node, topic_id, partition)
+}
+
 impl TopicRegistry {
     /// [`TopicRegistry::open_as`] node 1 (the default `node.id`).
     pub async fn open(rt: Runtime, data_dir: PathBuf, defaults: TopicConfig) -> anyhow::Result<TopicRegistry> {
@@ -217,8 +322,8 @@ impl TopicRegistry {
         TopicRegistry::open_as(rt, data_dir, defaults, NodeId(node as u32)).await
     }
 
-    /// Load the metadata file (or start a new cluster) into the image, open every partition it
-    /// assigns to this node `node_id`, remove leftovers.
+    /// A single node: load the metadata file (or start a new cluster) into the image, open
+    /// every partition, remove leftovers.
     pub async fn open_as(
         rt: Runtime,
         data_dir: PathBuf,
@@ -246,25 +351,20 @@ impl TopicRegistry {
             defaults,
             node_id,
             cluster_id,
+            store: Store::File,
             state: RwLock::new(Hosted { image: MetadataImage::default(), topics: BTreeMap::new() }),
             admin: tokio::sync::Mutex::new(()),
             producer_ids: std::sync::Mutex::new((block_end, block_end)),
             sync_rounds: Arc::default(),
         };
-        let mut opened = BTreeMap::new();
+        let mut opened = Vec::new();
+        let mut topics = BTreeMap::new();
         for t in image.topics() {
-            let config = registry.config_with(&t.configs).map_err(|e| anyhow::anyhow!("topic {}: {}", t.name, e.message))?;
-            let mut partitions = Vec::new();
-            for p in 0..t.partition_count() {
-                registry.assert_hosted_here(t, p);
-                let dir = partition_dir(&data_dir, &t.name, p);
-                let partition = Partition::open_in(rt.clone(), dir.clone(), config.clone(), registry.sync_rounds.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
-                partitions.push(partition);
+            for p in &t.partitions {
+                assert_eq!(p.replicas, [node_id], "a single node places every partition on itself");
             }
-            let topic = Topic { name: t.name.clone(), id: t.id.uuid(), overrides: t.configs.clone(), config, partitions };
-            opened.insert(t.name.clone(), Arc::new(topic));
+            let topic = registry.reconcile(t, None, &mut opened).await.map_err(|e| anyhow::anyhow!("topic {}: {}", t.name, e.message))?;
+            topics.insert(t.name.clone(), topic);
         }
         // Remove partition directories the image does not place here (an interrupted create
         // or delete). This image is all the committed metadata there is, so a topic it does not
@@ -289,8 +389,131 @@ impl TopicRegistry {
             // A new cluster: its id must be durable before any client sees it.
             registry.write_meta(&image).await?;
         }
-        *registry.state.write().expect("topics lock") = Hosted { image, topics: opened };
+        *registry.state.write().expect("topics lock") = Hosted { image, topics };
         Ok(registry)
+    }
+
+    /// A node of a metadata quorum: start the quorum's driver on `transport` with this
+    /// registry as its state machine. The image starts empty and follows the committed log
+    /// (a snapshot, then entries) as the apply task replays it; partitions open as the image
+    /// places them here. Directories of topics the image does not know yet are left alone: a
+    /// lagging image is not a deleted topic.
+    pub async fn open_quorum(
+        rt: Runtime,
+        data_dir: PathBuf,
+        defaults: TopicConfig,
+        node_id: NodeId,
+        cluster_id: Uuid,
+        quorum: QuorumConfig,
+        transport: TransportHandle,
+        inbox: mpsc::Receiver<Envelope>,
+    ) -> anyhow::Result<Arc<TopicRegistry>> {
+        rt.disk
+            .create_dir_all(&data_dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
+        // Unbounded: the driver must never wait for the state machine (it would miss its
+        // heartbeats); what queues here is bounded by the committed log not yet applied.
+        let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+        let apply: Apply = Box::new(move |applied| {
+            let event = match applied {
+                Applied::Snapshot { meta, data } => Committed::Snapshot { index: meta.index, data: data.clone() },
+                Applied::Entry { index, entry } => Committed::Entry {
+                    index,
+                    data: match &entry.payload {
+                        Payload::Data(d) => Some(d.clone()),
+                        _ => None,
+                    },
+                },
+            };
+            let _ = committed_tx.send(event);
+        });
+        let dir = quorum.dir.clone();
+        let handle = driver::start(&rt, quorum, transport, inbox, apply)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the metadata quorum's log in {}: {e}", dir.display()))?;
+        let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
+        let registry = Arc::new(TopicRegistry {
+            rt,
+            data_dir,
+            defaults,
+            node_id,
+            cluster_id,
+            store: Store::Quorum(Quorum {
+                handle,
+                applied: applied_rx,
+                outcomes: Default::default(),
+                registered_at: Default::default(),
+                failed: AtomicBool::new(false),
+            }),
+            state: RwLock::new(Hosted { image: MetadataImage::default(), topics: BTreeMap::new() }),
+            admin: tokio::sync::Mutex::new(()),
+            producer_ids: std::sync::Mutex::new((0, 0)),
+            sync_rounds: Arc::default(),
+        });
+        tokio::spawn(registry.clone().apply_loop(committed_rx, applied_tx));
+        Ok(registry)
+    }
+
+    /// The quorum's state machine: apply committed batches of records in log order.
+    async fn apply_loop(self: Arc<Self>, mut committed: mpsc::UnboundedReceiver<Committed>, applied: watch::Sender<LogIndex>) {
+        let Store::Quorum(q) = &self.store else { unreachable!("the apply task runs only on a quorum") };
+        while let Some(event) = committed.recv().await {
+            let index = match event {
+                Committed::Snapshot { index, data } => {
+                    let image = match decode_snapshot(&data).and_then(|r| MetadataImage::from_snapshot(&r).map_err(|e| e.to_string())) {
+                        Ok(image) => image,
+                        Err(e) => return self.apply_failed(&format!("the snapshot at {index:?} does not load: {e}")),
+                    };
+                    let brokers: Vec<NodeId> = image.brokers().map(|b| b.registration.node_id).collect();
+                    *q.registered_at.lock().expect("registered lock") = brokers.into_iter().map(|b| (b, index)).collect();
+                    if let Err(e) = self.install(image, false).await {
+                        return self.apply_failed(&format!("installing the snapshot at {index:?}: {}", e.message));
+                    }
+                    index
+                }
+                Committed::Entry { index, data: None } => index,
+                Committed::Entry { index, data: Some(data) } => {
+                    let records = match decode_snapshot(&data) {
+                        Ok(r) => r,
+                        Err(e) => return self.apply_failed(&format!("the entry at {index:?} does not decode: {e}")),
+                    };
+                    let next = self.with_image(|image| image.applied(&records));
+                    let outcome = match next {
+                        Ok(next) => {
+                            if let Err(e) = self.install(next, false).await {
+                                return self.apply_failed(&format!("applying the entry at {index:?}: {}", e.message));
+                            }
+                            for r in &records {
+                                if let MetadataRecord::RegisterBroker(b) = r {
+                                    q.registered_at.lock().expect("registered lock").insert(b.node_id, index);
+                                }
+                            }
+                            Ok(())
+                        }
+                        // Refused the same way on every node: the image is the same.
+                        Err(e) => {
+                            tracing::debug!(?index, error = %e, "committed metadata records refused by the image");
+                            Err(e)
+                        }
+                    };
+                    let mut outcomes = q.outcomes.lock().expect("outcomes lock");
+                    outcomes.insert(index, outcome);
+                    while outcomes.len() > OUTCOMES_MAX {
+                        outcomes.pop_first();
+                    }
+                    index
+                }
+            };
+            applied.send_replace(index);
+        }
+    }
+
+    fn apply_failed(&self, why: &str) {
+        if let Store::Quorum(q) = &self.store {
+            q.failed.store(true, Ordering::SeqCst);
+        }
+        tracing::error!(node = %self.node_id, reason = why, "metadata: this node stops applying the quorum's log (fail-stop); restart it");
     }
 
     pub fn cluster_id(&self) -> Uuid {
@@ -300,6 +523,22 @@ impl TopicRegistry {
     /// This node's id, as the image's placement names it.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// The metadata quorum, when this node is one of its voters.
+    pub fn quorum(&self) -> Option<&QuorumHandle> {
+        match &self.store {
+            Store::File => None,
+            Store::Quorum(q) => Some(&q.handle),
+        }
+    }
+
+    /// The log index of `node`'s current registration, as applied here.
+    pub fn registered_at(&self, node: NodeId) -> Option<LogIndex> {
+        match &self.store {
+            Store::File => None,
+            Store::Quorum(q) => q.registered_at.lock().expect("registered lock").get(&node).copied(),
+        }
     }
 
     /// Read the published metadata image (under the lookup lock: do not block in `f`).
@@ -341,8 +580,16 @@ impl TopicRegistry {
         self.config_with(overrides)
     }
 
-    /// Create a topic: its records are a `CreateTopic` and one `Partition` per partition, all
-    /// placed on this node.
+    /// New partitions `first..first + count` of a topic, placed (a single node: all here).
+    fn new_partitions(&self, name: &str, topic_id: TopicId, first: i32, count: i32) -> Result<Vec<MetadataRecord>, AdminError> {
+        let nodes = match &self.store {
+            Store::File => vec![self.node_id; count.max(0) as usize],
+            Store::Quorum(_) => self.with_image(|image| place(image, name, first, count, self.node_id))?,
+        };
+        Ok(nodes.into_iter().zip(first..).map(|(node, p)| placed_partition(node, topic_id, p)).collect())
+    }
+
+    /// Create a topic: its records are a `CreateTopic` and one `Partition` per partition.
     pub async fn create(
         &self,
         name: &str,
@@ -354,24 +601,33 @@ impl TopicRegistry {
         let topic_id = TopicId::from(rng::random_uuid());
         let mut records =
             vec![MetadataRecord::CreateTopic(CreateTopicRecord { name: name.to_string(), topic_id, configs: overrides })];
-        records.extend((0..partitions).map(|p| local_partition(self.node_id, topic_id, p)));
+        records.extend(self.new_partitions(name, topic_id, 0, partitions)?);
         self.commit(&records).await?;
         tracing::info!(topic = name, partitions, "created topic");
-        Ok(self.get(name).expect("just published"))
+        self.get(name).filter(|t| t.id == topic_id.uuid()).ok_or_else(|| {
+            AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' was deleted right after it was created."))
+        })
     }
 
     /// Delete a topic: it disappears from lookups at once, its absence is made durable, and
     /// then its data is removed.
     pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, AdminError> {
         let _admin = self.admin.lock().await;
-        let topic = self.state.write().expect("topics lock").topics.remove(name).ok_or_else(|| {
-            AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
-        })?;
+        let unknown = || AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."));
+        let topic = match &self.store {
+            Store::File => self.state.write().expect("topics lock").topics.remove(name).ok_or_else(unknown)?,
+            // The apply task removes it, here and everywhere, once the removal is committed.
+            Store::Quorum(_) => self.get(name).ok_or_else(unknown)?,
+        };
         if let Err(e) = self.commit(&[MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id: topic.id.into() })]).await {
-            self.state.write().expect("topics lock").topics.insert(name.to_string(), topic);
+            if let Store::File = self.store {
+                self.state.write().expect("topics lock").topics.insert(name.to_string(), topic);
+            }
             return Err(e);
         }
-        self.remove_hosted(&topic).await;
+        if let Store::File = self.store {
+            self.remove_hosted(&topic).await;
+        }
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -384,7 +640,7 @@ impl TopicRegistry {
         if validate_only {
             return Ok(());
         }
-        let records: Vec<MetadataRecord> = (current..count).map(|p| local_partition(self.node_id, topic_id, p)).collect();
+        let records = self.new_partitions(name, topic_id, current, count - current)?;
         self.commit(&records).await
     }
 
@@ -409,6 +665,9 @@ impl TopicRegistry {
             return Ok(());
         }
         let records = self.with_image(|image| image.config_changes(name, &overrides))?;
+        if records.is_empty() && matches!(self.store, Store::Quorum(_)) {
+            return Ok(());
+        }
         // Even with nothing changed the file is written, as before the image.
         self.commit(&records).await
     }
@@ -416,12 +675,14 @@ impl TopicRegistry {
     /// A producer id never handed out before (InitProducerId). Reserves a new block durably
     /// when the current one is used up.
     pub async fn allocate_producer_id(&self) -> anyhow::Result<i64> {
-        // Ids come from a block whose end is durable in the metadata file, so none is handed
-        // out twice across a crash. The end moves only after the file with the new end is
-        // durable: until then every caller waits here (regression: the end was raised before
-        // the write, and a concurrent caller took an id from the unwritten block; after a
-        // crash the same id went to another producer, whose batches were then acknowledged as
-        // "duplicates" of the first one's and never written: simulator seeds 1792 and 2328).
+        // Ids come from a block whose end is durable in the metadata, so none is handed out
+        // twice across a crash. The block is used only after it is durable: until then every
+        // caller waits here (regression: the end was raised before the write, and a concurrent
+        // caller took an id from the unwritten block; after a crash the same id went to
+        // another producer, whose batches were then acknowledged as "duplicates" of the first
+        // one's and never written: simulator seeds 1792 and 2328). On a quorum, blocks are
+        // taken from the image's next free id; a block another broker took first is refused by
+        // the image and this one tries again after it.
         {
             let mut ids = self.producer_ids.lock().expect("producer id lock");
             if ids.0 < ids.1 {
@@ -430,20 +691,27 @@ impl TopicRegistry {
             }
         }
         let _admin = self.admin.lock().await;
-        let block = {
-            let mut ids = self.producer_ids.lock().expect("producer id lock");
-            if ids.0 < ids.1 {
-                ids.0 += 1;
-                return Ok(ids.0 - 1);
+        for _ in 0..8 {
+            let block = {
+                let mut ids = self.producer_ids.lock().expect("producer id lock");
+                if ids.0 < ids.1 {
+                    ids.0 += 1;
+                    return Ok(ids.0 - 1);
+                }
+                let first = self.with_image(MetadataImage::next_producer_id).max(ids.1);
+                ProducerIdBlockRecord { node_id: self.node_id, first, size: PRODUCER_ID_BLOCK }
+            };
+            match self.commit(&[MetadataRecord::ProducerIdBlock(block.clone())]).await {
+                Ok(()) => {
+                    let mut ids = self.producer_ids.lock().expect("producer id lock");
+                    *ids = (block.first + 1, block.end());
+                    return Ok(block.first);
+                }
+                Err(e) if e.code == ErrorCode::UNKNOWN_SERVER_ERROR && matches!(self.store, Store::Quorum(_)) => continue,
+                Err(e) => anyhow::bail!("{}", e.message),
             }
-            ProducerIdBlockRecord { node_id: self.node_id, first: ids.1, size: PRODUCER_ID_BLOCK }
-        };
-        let new_end = block.end();
-        self.commit(&[MetadataRecord::ProducerIdBlock(block)]).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
-        let mut ids = self.producer_ids.lock().expect("producer id lock");
-        ids.1 = new_end;
-        ids.0 += 1;
-        Ok(ids.0 - 1)
+        }
+        anyhow::bail!("could not reserve a block of producer ids: other brokers kept taking the next one")
     }
 
     /// The broker-wide topic defaults.
@@ -451,19 +719,74 @@ impl TopicRegistry {
         &self.defaults
     }
 
-    /// Make `records` durable, then (only then) visible. They are applied to a copy of the
-    /// image; the partitions the new image assigns to this node that are not open yet are
-    /// opened; the metadata file is written from the new image; once it is durable the new
-    /// image and hosted topics are published together, partitions whose topic config changed
-    /// take the new config, and topics the new image no longer has are closed and their
-    /// directories removed. A failure before the publish changes nothing visible (partitions
-    /// it opened are closed; their directories are orphans the next start removes). Callers
-    /// hold the admin lock (so nothing else changes the state meanwhile).
+    /// Make `records` durable, then (only then) visible: on a single node, the metadata file
+    /// is rewritten (see [`TopicRegistry::install`]); on a quorum, they are proposed and this
+    /// returns once they are committed and applied here (the image refusing them, as a batch
+    /// built from a stale image may be, is the error). Callers hold the admin lock.
     async fn commit(&self, records: &[MetadataRecord]) -> Result<(), AdminError> {
-        let (next, hosted) = {
-            let state = self.state.read().expect("topics lock");
-            (state.image.applied(records)?, state.topics.clone())
+        match &self.store {
+            Store::File => {
+                let next = self.with_image(|image| image.applied(records))?;
+                self.install(next, true).await
+            }
+            Store::Quorum(_) => self.propose(records).await,
+        }
+    }
+
+    /// Propose `records` to the quorum and wait until they are applied here; their outcome.
+    /// While no leader is known the proposal is retried (it was never appended); a proposal
+    /// whose answer does not come in time is REQUEST_TIMED_OUT (it may still commit).
+    pub async fn propose(&self, records: &[MetadataRecord]) -> Result<(), AdminError> {
+        let Store::Quorum(q) = &self.store else {
+            return Err(AdminError::new(ErrorCode::NOT_CONTROLLER, "this node is not part of a metadata quorum"));
         };
+        if q.failed.load(Ordering::SeqCst) {
+            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, "this node stopped applying metadata; restart it"));
+        }
+        let data = Bytes::from(encode_snapshot(records));
+        let deadline = self.rt.clock.monotonic() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
+        let timed_out = || AdminError::new(ErrorCode::REQUEST_TIMED_OUT, "the metadata quorum did not commit the change in time");
+        let index = loop {
+            let left = deadline.saturating_sub(self.rt.clock.monotonic()).as_millis() as u64;
+            if left == 0 {
+                return Err(timed_out());
+            }
+            match q.handle.propose(data.clone(), left).await {
+                Ok(index) => break index,
+                Err(Some(ProposeError::NotLeader { .. } | ProposeError::NotReady | ProposeError::Transferring)) => {
+                    // Not appended anywhere: safe to try again once a leader is known.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(Some(e)) => return Err(AdminError::new(ErrorCode::NOT_CONTROLLER, format!("the metadata quorum refused the change: {e}"))),
+                Err(None) => {
+                    let status = q.handle.status();
+                    tracing::warn!(node = %self.node_id, leader = ?status.leader, term = status.term.0,
+                        "metadata quorum: a change was not committed in time (is the quorum's majority reachable?)");
+                    return Err(timed_out());
+                }
+            }
+        };
+        let mut applied = q.applied.clone();
+        let left = deadline.saturating_sub(self.rt.clock.monotonic());
+        match tokio::time::timeout(left, applied.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => {}
+            _ => return Err(timed_out()),
+        }
+        match q.outcomes.lock().expect("outcomes lock").remove(&index) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(AdminError::new(ErrorCode::UNKNOWN_SERVER_ERROR, "the outcome of the change was lost")),
+        }
+    }
+
+    /// Make `next` the published image: open the partitions it places here that are not open
+    /// yet; with `write`, write the metadata file from it (a failure there changes nothing
+    /// visible: partitions it opened are closed, their directories are orphans the next start
+    /// removes); then publish the image and the hosted topics together, give partitions whose
+    /// topic config changed the new config, and close the topics the new image no longer has
+    /// and remove their directories.
+    async fn install(&self, next: MetadataImage, write: bool) -> Result<(), AdminError> {
+        let hosted = self.state.read().expect("topics lock").topics.clone();
         let mut topics = BTreeMap::new();
         let mut opened = Vec::new();
         let mut reconfigured = Vec::new();
@@ -472,7 +795,7 @@ impl TopicRegistry {
             match self.reconcile(t, old, &mut opened).await {
                 Ok(topic) => {
                     if let Some(old) = old.filter(|o| o.overrides != topic.overrides) {
-                        reconfigured.extend(old.partitions.iter().map(|p| (p.clone(), topic.config.clone())));
+                        reconfigured.extend(old.hosted().map(|(_, p)| (p.clone(), topic.config.clone())));
                     }
                     topics.insert(t.name.clone(), topic);
                 }
@@ -482,9 +805,11 @@ impl TopicRegistry {
                 }
             }
         }
-        if let Err(e) = self.write_meta(&next).await {
-            close_partitions(&opened).await;
-            return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
+        if write {
+            if let Err(e) = self.write_meta(&next).await {
+                close_partitions(&opened).await;
+                return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
+            }
         }
         let removed: Vec<Arc<Topic>> =
             hosted.values().filter(|o| topics.get(&o.name).is_none_or(|t| t.id != o.id)).cloned().collect();
@@ -498,8 +823,9 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Topic `t` of a new image as this node hosts it: `old`'s partitions kept, the image's
-    /// other partitions opened (and added to `opened`), its config rebuilt if it changed.
+    /// Topic `t` of a new image as this node hosts it: `old`'s partitions kept, the other
+    /// partitions the image places here opened (and added to `opened`), its config rebuilt if
+    /// it changed.
     async fn reconcile(
         &self,
         t: &TopicImage,
@@ -515,10 +841,14 @@ impl TopicRegistry {
             None => self.config_with(&t.configs)?,
         };
         let mut partitions = Vec::with_capacity(t.partitions.len());
-        for p in 0..t.partition_count() {
-            self.assert_hosted_here(t, p);
+        for (p, placed) in t.partitions.iter().enumerate() {
+            let p = p as i32;
+            if !placed.replicas.contains(&self.node_id) {
+                partitions.push(None);
+                continue;
+            }
             if let Some(existing) = old.and_then(|o| o.partition(p)) {
-                partitions.push(existing.clone());
+                partitions.push(Some(existing.clone()));
                 continue;
             }
             let dir = partition_dir(&self.data_dir, &t.name, p);
@@ -526,29 +856,16 @@ impl TopicRegistry {
                 .await
                 .map_err(|e| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")))?;
             opened.push(partition.clone());
-            partitions.push(partition);
+            partitions.push(Some(partition));
         }
         Ok(Arc::new(Topic { name: t.name.clone(), id: t.id.uuid(), overrides: t.configs.clone(), config, partitions }))
     }
 
-    /// A single node places every partition on itself, and `Topic::partitions` is indexed by
-    /// partition: a partition placed elsewhere is a bug until the cluster hosts a subset.
-    fn assert_hosted_here(&self, t: &TopicImage, partition: i32) {
-        let p = t.partition(partition).expect("partitions are numbered without gaps");
-        assert!(
-            p.replicas.contains(&self.node_id),
-            "partition {partition} of {} is placed on {:?}, not on this node {}",
-            t.name,
-            p.replicas,
-            self.node_id
-        );
-    }
-
     /// Close a topic the image no longer has and remove its directories.
     async fn remove_hosted(&self, topic: &Topic) {
-        for (p, partition) in topic.partitions.iter().enumerate() {
+        for (p, partition) in topic.hosted() {
             let _ = partition.close().await;
-            let dir = partition_dir(&self.data_dir, &topic.name, p as i32);
+            let dir = partition_dir(&self.data_dir, &topic.name, p);
             if let Err(e) = self.rt.disk.remove_dir_all(&dir).await {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition; it is removed at next start");
             }
@@ -567,7 +884,7 @@ impl TopicRegistry {
     /// Close every partition (sync and checkpoint).
     pub async fn close_all(&self) {
         for topic in self.all() {
-            for partition in &topic.partitions {
+            for (_, partition) in topic.hosted() {
                 if let Err(e) = partition.close().await {
                     tracing::error!(topic = %topic.name, error = %e, "closing partition failed");
                 }

@@ -18,7 +18,7 @@ use crate::raft::{Msg, NodeId};
 /// told apart from a peer of another version.
 pub const MAGIC: [u8; 4] = *b"STRB";
 /// The one frame version this build speaks. A frame of another version closes the connection.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The version byte and the kind byte.
 pub const FRAME_HEADER_BYTES: usize = 2;
 /// Longest refusal reason sent back (longer ones are cut).
@@ -38,12 +38,35 @@ pub enum GroupId {
     Partition { topic_id: [u8; 16], partition: i32 },
 }
 
-/// One Raft message of one group, from one node.
+/// One message of one group, from one node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub group: GroupId,
     pub from: NodeId,
-    pub msg: Msg,
+    pub msg: Message,
+}
+
+/// What an envelope carries: a Raft message, or a message of the group's shell (the metadata
+/// quorum's forwarded proposals), opaque to the transport.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Raft(Msg),
+    Control(bytes::Bytes),
+}
+
+impl Message {
+    pub fn raft(&self) -> Option<&Msg> {
+        match self {
+            Message::Raft(m) => Some(m),
+            Message::Control(_) => None,
+        }
+    }
+}
+
+impl From<Msg> for Message {
+    fn from(m: Msg) -> Message {
+        Message::Raft(m)
+    }
 }
 
 /// The handshake, both ways: who is speaking (`from`), to whom it thinks it speaks (`to`), in
@@ -182,7 +205,8 @@ mod tests {
                 prev_term: Term(4),
                 commit: LogIndex(8),
                 entries: vec![Entry { term: Term(5), payload: Payload::Data(bytes::Bytes::from_static(b"abc")) }],
-            },
+            }
+            .into(),
         }
     }
 
@@ -202,7 +226,8 @@ mod tests {
         roundtrip(Frame::Welcome(hello));
         roundtrip(Frame::Refused("another cluster".into()));
         roundtrip(Frame::Envelope(envelope()));
-        roundtrip(Frame::Envelope(Envelope { group: GroupId::Metadata, from: NodeId(1), msg: Msg::TimeoutNow { term: Term(1) } }));
+        roundtrip(Frame::Envelope(Envelope { group: GroupId::Metadata, from: NodeId(1), msg: Msg::TimeoutNow { term: Term(1) }.into() }));
+        roundtrip(Frame::Envelope(Envelope { group: GroupId::Metadata, from: NodeId(1), msg: Message::Control(bytes::Bytes::from_static(b"fwd")) }));
     }
 
     #[test]

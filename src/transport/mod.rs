@@ -34,7 +34,7 @@
 
 pub mod frame;
 
-pub use frame::{Envelope, Frame, FrameError, GroupId, Hello, PROTOCOL_VERSION};
+pub use frame::{Envelope, Frame, FrameError, GroupId, Hello, Message, PROTOCOL_VERSION};
 
 use std::collections::BTreeMap;
 use std::io;

@@ -256,11 +256,11 @@ pub async fn delete_records(broker: &Arc<Broker>, _version: i16, req: DeleteReco
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
-            let partition = topic.as_ref().and_then(|topic| topic.partition(p.partition_index));
+            let partition = topic.as_ref().ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION).and_then(|topic| topic.lookup(p.partition_index));
             let outcome = match partition {
                 _ if internal => Err(ErrorCode::INVALID_TOPIC_EXCEPTION),
-                None => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
-                Some(partition) => {
+                Err(code) => Err(code),
+                Ok(partition) => {
                     let offset = if p.offset == DELETE_RECORDS_HIGH_WATERMARK { partition.high_watermark() } else { p.offset };
                     if offset < 0 {
                         Err(ErrorCode::OFFSET_OUT_OF_RANGE)

@@ -60,7 +60,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Re
             .map(|p| Target {
                 index: p.partition,
                 partition: match &topic {
-                    Ok(topic) => topic.partition(p.partition).cloned().ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                    Ok(topic) => topic.lookup(p.partition).cloned(),
                     Err(code) => Err(*code),
                 },
                 fetch_offset: p.fetch_offset,

@@ -68,10 +68,9 @@ fn client_host(peer: SocketAddr) -> String {
 pub async fn find_coordinator(broker: &Arc<Broker>, version: i16, req: FindCoordinatorRequest) -> Reply {
     tracing::trace!(version, key = %req.key, keys = req.coordinator_keys.len(), "FindCoordinator");
     let keys: Vec<StrBytes> = if version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
-    let (host, port) = broker.advertised.clone();
-    let node = BrokerId(broker.config.node_id);
     let mut found = Vec::with_capacity(keys.len());
     for key in keys {
+        let mut coordinator = None;
         let error = if req.key_type != 0 {
             // Transactions (key type 1) and share groups are not supported. Not
             // COORDINATOR_NOT_AVAILABLE: clients retry that (kafka-python's
@@ -81,35 +80,40 @@ pub async fn find_coordinator(broker: &Arc<Broker>, version: i16, req: FindCoord
         } else if validate_group_id(key.as_str()) != ErrorCode::NONE {
             ErrorCode::INVALID_GROUP_ID
         } else {
-            match broker.groups.offsets_topic(&broker.topics).await {
-                Ok(_) => ErrorCode::NONE,
+            // The coordinator is the leader of the group's `__consumer_offsets` partition.
+            match broker.groups.ensure_offsets_topic(&broker.topics).await {
+                Ok(topic) => {
+                    let p = crate::group::partition_for(key.as_str(), topic.partition_count());
+                    coordinator = broker.partition_view(OFFSETS_TOPIC, p).and_then(|v| v.leader).and_then(|l| broker.broker_endpoint(l));
+                    if coordinator.is_some() { ErrorCode::NONE } else { ErrorCode::COORDINATOR_NOT_AVAILABLE }
+                }
                 Err(e) => e,
             }
         };
-        found.push((key, error));
+        found.push((key, error, coordinator));
     }
     let message = (req.key_type != 0).then(|| str_bytes(&format!("strand has no coordinator for key type {} (transactions are not supported yet)", req.key_type)));
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
         response.coordinators = found
             .into_iter()
-            .map(|(key, e)| {
+            .map(|(key, e, coordinator)| {
                 let c = FoundCoordinator::default().with_key(key).with_error_code(e.code()).with_error_message(message.clone());
-                if e == ErrorCode::NONE {
-                    c.with_node_id(node).with_host(str_bytes(&host)).with_port(port)
+                if let (ErrorCode::NONE, Some(b)) = (e, coordinator) {
+                    c.with_node_id(BrokerId(b.id)).with_host(str_bytes(&b.host)).with_port(b.port)
                 } else {
                     c.with_node_id(BrokerId(-1)).with_port(-1)
                 }
             })
             .collect();
     } else {
-        let (_, e) = found.into_iter().next().unwrap_or((StrBytes::default(), ErrorCode::INVALID_REQUEST));
+        let (_, e, coordinator) = found.into_iter().next().unwrap_or((StrBytes::default(), ErrorCode::INVALID_REQUEST, None));
         response.error_code = e.code();
         if version >= 1 {
             response.error_message = message;
         }
-        if e == ErrorCode::NONE {
-            response = response.with_node_id(node).with_host(str_bytes(&host)).with_port(port);
+        if let (ErrorCode::NONE, Some(b)) = (e, coordinator) {
+            response = response.with_node_id(BrokerId(b.id)).with_host(str_bytes(&b.host)).with_port(b.port);
         } else {
             response = response.with_node_id(BrokerId(-1)).with_port(-1);
         }
@@ -270,7 +274,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, version: i16, req: OffsetCommit
         let topic = s(&t.name.0);
         let known = broker.topics.get(&topic);
         for p in &t.partitions {
-            let exists = known.as_ref().is_some_and(|k| k.partition(p.partition_index).is_some());
+            let exists = known.as_ref().is_some_and(|k| (0..k.partition_count()).contains(&p.partition_index));
             partitions.push(CommitPartition {
                 topic: topic.clone(),
                 partition: p.partition_index,
@@ -537,7 +541,7 @@ pub async fn offset_delete(broker: &Arc<Broker>, _version: i16, req: OffsetDelet
         Ok(errors) => {
             let mut by_topic: BTreeMap<String, Vec<OffsetDeleteResponsePartition>> = BTreeMap::new();
             for ((t, p), e) in parts.iter().zip(errors) {
-                let e = if broker.topics.get(t).is_some_and(|k| k.partition(*p).is_some()) { e } else { ErrorCode::UNKNOWN_TOPIC_OR_PARTITION };
+                let e = if broker.topics.get(t).is_some_and(|k| (0..k.partition_count()).contains(p)) { e } else { ErrorCode::UNKNOWN_TOPIC_OR_PARTITION };
                 by_topic.entry(t.clone()).or_default().push(OffsetDeleteResponsePartition::default().with_partition_index(*p).with_error_code(e.code()));
             }
             response.topics =

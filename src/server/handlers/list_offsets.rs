@@ -32,10 +32,10 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest)
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let partition = topic.as_ref().and_then(|topic| topic.partition(p.partition_index));
+            let partition = topic.as_ref().ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION).and_then(|topic| topic.lookup(p.partition_index));
             let response = match partition {
-                None => base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()),
-                Some(partition) => match lookup(partition, p.timestamp).await {
+                Err(code) => base.with_error_code(code.code()),
+                Ok(partition) => match lookup(partition, p.timestamp).await {
                     Ok((offset, timestamp)) => {
                         let r = base.with_offset(offset).with_timestamp(timestamp);
                         // leader_epoch exists from v4; the encoder rejects it earlier.

@@ -1,4 +1,5 @@
-//! Metadata and DescribeCluster: one broker that leads every partition.
+//! Metadata and DescribeCluster: the live brokers and each partition's leader, replicas and
+//! in-sync replicas, from the metadata image (`server/cluster.rs`).
 
 use std::sync::Arc;
 
@@ -34,15 +35,23 @@ pub fn kafka_cluster_id(id: uuid::Uuid) -> String {
 }
 
 fn topic_response(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id);
-    let partitions = (0..topic.partitions.len() as i32)
+    let ids = |v: &[i32]| v.iter().map(|i| BrokerId(*i)).collect::<Vec<_>>();
+    let partitions = (0..topic.partition_count())
         .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+            let base = MetadataResponsePartition::default().with_partition_index(p);
+            match broker.partition_view(&topic.name, p) {
+                Some(v) => base
+                    // A partition without a leader (its broker is fenced) is
+                    // LEADER_NOT_AVAILABLE with leader -1, as Kafka answers.
+                    .with_error_code(if v.leader.is_some() { 0 } else { ErrorCode::LEADER_NOT_AVAILABLE.code() })
+                    .with_leader_id(BrokerId(v.leader.unwrap_or(-1)))
+                    .with_leader_epoch(v.leader_epoch)
+                    .with_replica_nodes(ids(&v.replicas))
+                    .with_isr_nodes(ids(&v.isr))
+                    .with_offline_replicas(ids(&v.offline)),
+                // Deleted between the lookup and now.
+                None => base.with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()).with_leader_id(BrokerId(-1)),
+            }
         })
         .collect();
     MetadataResponseTopic::default()
@@ -107,25 +116,31 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) ->
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
-    let (host, port) = &broker.advertised;
+    let brokers = broker
+        .live_brokers()
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
     let response = MetadataResponse::default()
         .with_cluster_authorized_operations(cluster_operations)
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.config.node_id))
-            .with_host(str_bytes(host))
-            .with_port(*port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&kafka_cluster_id(broker.topics.cluster_id()))))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics);
     Reply::Now(ResponseKind::Metadata(response))
 }
 
 pub async fn describe_cluster(broker: &Arc<Broker>, _version: i16, req: DescribeClusterRequest) -> Reply {
-    let (host, port) = &broker.advertised;
     let mut response = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(&kafka_cluster_id(broker.topics.cluster_id())))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_cluster_authorized_operations(authorized_operations(ResourceType::Cluster, req.include_cluster_authorized_operations));
     // endpoint_type 1 = brokers; 2 = controllers (KIP-919), which we do not run separately.
     if req.endpoint_type == 2 {
@@ -133,10 +148,19 @@ pub async fn describe_cluster(broker: &Arc<Broker>, _version: i16, req: Describe
             .with_error_code(ErrorCode::UNSUPPORTED_ENDPOINT_TYPE.code())
             .with_error_message(Some(str_bytes("strand runs no separate controller endpoints")));
     } else {
-        response = response.with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.config.node_id))
-            .with_host(str_bytes(host))
-            .with_port(*port)]);
+        response = response.with_brokers(
+            broker
+                .live_brokers()
+                .into_iter()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.id))
+                        .with_host(str_bytes(&b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.as_deref().map(str_bytes))
+                })
+                .collect(),
+        );
     }
     Reply::Now(ResponseKind::DescribeCluster(response))
 }

@@ -63,9 +63,9 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: ProduceRequest) -> 
                     Some("transactions are not supported by strand yet".into()),
                 )),
                 (Err(code), _) => Outcome::Done(error_response(pd.index, *code, None)),
-                (Ok(topic), _) => match topic.partition(pd.index) {
-                    None => Outcome::Done(error_response(pd.index, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)),
-                    Some(partition) => match pd.records {
+                (Ok(topic), _) => match topic.lookup(pd.index) {
+                    Err(code) => Outcome::Done(error_response(pd.index, code, None)),
+                    Ok(partition) => match pd.records {
                         None => Outcome::Done(error_response(pd.index, ErrorCode::INVALID_RECORD, Some("no records".into()))),
                         Some(records) => match partition.append(records, Acks::None).await {
                             Ok(info) => Outcome::Waiting {
