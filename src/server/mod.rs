@@ -8,7 +8,7 @@
 mod connection;
 mod dispatch;
 pub mod groups;
-mod handlers;
+pub(crate) mod handlers;
 pub mod topics;
 
 use std::net::SocketAddr;
