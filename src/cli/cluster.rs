@@ -306,14 +306,12 @@ fn status(connect: ConnectArgs) -> anyhow::Result<()> {
         let mut brokers: BTreeMap<i32, (String, String, &str)> = BTreeMap::new();
         for b in &cluster.brokers {
             let state = if live.contains(&b.broker_id.0) { "live" } else if b.is_fenced { "fenced" } else { "not-live" };
-            let rack = b.rack.as_ref().map(|r| r.as_str().to_string()).unwrap_or_else(|| "-".into());
-            brokers.insert(b.broker_id.0, (format!("{}:{}", b.host.as_str(), b.port), rack, state));
+            brokers.insert(b.broker_id.0, (format!("{}:{}", b.host.as_str(), b.port), rack_or_dash(b.rack.as_ref()), state));
         }
         // A broker in Metadata but not in DescribeCluster (brokers can disagree while metadata
         // propagates) is still live.
         for b in &metadata.brokers {
-            let rack = b.rack.as_ref().map(|r| r.as_str().to_string()).unwrap_or_else(|| "-".into());
-            brokers.entry(b.node_id.0).or_insert_with(|| (format!("{}:{}", b.host.as_str(), b.port), rack, "live"));
+            brokers.entry(b.node_id.0).or_insert_with(|| (format!("{}:{}", b.host.as_str(), b.port), rack_or_dash(b.rack.as_ref()), "live"));
         }
         println!();
         println!("{:<6} {:<24} {:<12} STATE", "BROKER", "HOST:PORT", "RACK");
@@ -348,6 +346,10 @@ fn status(connect: ConnectArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+fn rack_or_dash(rack: Option<&kafka_protocol::protocol::StrBytes>) -> String {
+    rack.map_or_else(|| "-".to_string(), |r| r.as_str().to_string())
 }
 
 #[cfg(test)]
