@@ -2,7 +2,8 @@
 //! code runs for real and under a deterministic simulator.
 //!
 //! # Layout
-//! - `cli/`        clap commands: broker, topic, produce, consume, bench
+//! - `cli/`        clap commands: broker, cluster (a local multi-process dev cluster), topic,
+//!   group, produce, consume, bench
 //! - `config`      BrokerConfig, TopicConfig (Kafka keys), validation
 //! - `limits`      every named bound
 //! - `metrics`     bounded latency histograms (fdatasync times, read by the benchmark)

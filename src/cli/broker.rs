@@ -54,7 +54,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
 }
 
 #[cfg(not(madsim))]
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     tokio::select! {
@@ -66,6 +66,6 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 #[cfg(madsim)]
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await.context("waiting for ctrl-c")
 }

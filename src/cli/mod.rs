@@ -1,10 +1,11 @@
-//! Command-line interface: `strand broker` runs a broker; `topic`, `group`, `produce`, `consume`
-//! talk to one over the Kafka protocol; `bench` measures this machine's limits and the broker against
-//! them. Bad flags or config print one line naming the problem and exit non-zero.
+//! Command-line interface: `strand broker` runs a broker; `cluster` runs several as a local dev
+//! cluster; `topic`, `group`, `produce`, `consume` talk to one over the Kafka protocol; `bench`
+//! measures this machine's limits and the broker against them. Bad flags or config print one line naming the problem and exit non-zero.
 
 pub mod bench;
 pub mod bench_groups;
 pub mod broker;
+pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod produce;
@@ -25,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker.
     Broker(BrokerArgs),
+    /// Run a local multi-broker cluster (one `strand broker` process per node), or show one's state.
+    Cluster(ClusterArgs),
     /// Create, list, describe, delete or alter topics.
     Topic(TopicArgs),
     /// List, describe or delete consumer groups, or reset their committed offsets.
@@ -64,6 +67,41 @@ pub struct BrokerArgs {
     /// `broker.rack`, for rack-aware placement.
     #[arg(long)]
     pub rack: Option<String>,
+}
+
+/// `strand cluster [--nodes N ...]` starts a cluster; `strand cluster status` describes one.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: Option<ClusterCommand>,
+    #[command(flatten)]
+    pub start: ClusterStartArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Show the cluster id, the active controller, the brokers and partitions without a leader.
+    Status {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterStartArgs {
+    /// How many brokers (node ids 1..=N), 1 to 9 (the metadata quorum's limit).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Node N's client port is base-port + N - 1.
+    #[arg(long, default_value_t = 9092)]
+    pub base_port: u16,
+    /// Node N's inter-broker (controller) port is this + N - 1 [default: base-port + 1000].
+    #[arg(long)]
+    pub controller_base_port: Option<u16>,
+    /// Holds `cluster.id` and each node's data in `node-N/`.
+    #[arg(long, default_value = "./cluster-data")]
+    pub data_dir: PathBuf,
 }
 
 /// Where a client command connects.
@@ -269,6 +307,7 @@ pub fn main() -> i32 {
     init_tracing();
     let result = match cli.command {
         Command::Broker(args) => broker::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Topic(args) => topic::run(args),
         Command::Group(args) => group::run(args),
         Command::Produce(args) => produce::run(args),

@@ -9,7 +9,7 @@ pub mod cluster;
 mod connection;
 mod dispatch;
 pub mod groups;
-mod handlers;
+pub(crate) mod handlers;
 pub mod topics;
 
 use std::net::SocketAddr;
