@@ -64,6 +64,8 @@ type ProposeReply = oneshot::Sender<Result<LogIndex, ProposeError>>;
 
 enum Command {
     Propose { data: Bytes, reply: ProposeReply },
+    /// Stop the driver; a leader first hands its leadership to its most caught-up voter.
+    Stop { done: oneshot::Sender<()> },
 }
 
 /// The quorum shell's own messages between nodes (in [`Message::Control`]): a follower
@@ -102,6 +104,16 @@ impl QuorumHandle {
     }
     pub fn status(&self) -> QuorumStatus {
         self.status.borrow().clone()
+    }
+
+    /// Stop this node's part in the quorum (graceful shutdown). A leader first transfers its
+    /// leadership (so the others need not wait an election timeout), waiting at most one
+    /// election timeout for it. Returns once the driver has stopped.
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.commands.send(Command::Stop { done }).await.is_ok() {
+            let _ = stopped.await;
+        }
     }
     /// Changes of the status (for waiting on a leader or a commit index).
     pub fn watch(&self) -> watch::Receiver<QuorumStatus> {
@@ -155,6 +167,7 @@ pub async fn start(
         apply,
         status: status_tx,
         tick_ms: config.tick_ms,
+        stopping: None,
     };
     tokio::spawn(driver.run(inbox, commands_rx, config.tick_ms));
     Ok(QuorumHandle { commands: commands_tx, status: status_rx })
@@ -173,6 +186,8 @@ struct Driver {
     apply: Apply,
     status: watch::Sender<QuorumStatus>,
     tick_ms: u64,
+    /// A stop was asked: who waits, and ticks left for a leadership transfer.
+    stopping: Option<(oneshot::Sender<()>, u32)>,
 }
 
 impl Driver {
@@ -197,8 +212,26 @@ impl Driver {
                 }
                 Some(command) = commands.recv() => match command {
                     Command::Propose { data, reply } => self.propose(data, reply, &mut out),
+                    Command::Stop { done } => {
+                        let me = self.core.id();
+                        let best = self
+                            .core
+                            .membership()
+                            .voters
+                            .iter()
+                            .copied()
+                            .filter(|v| *v != me)
+                            .max_by_key(|v| self.core.match_index(*v));
+                        if let (Role::Leader, Some(to)) = (self.core.role(), best) {
+                            let _ = self.core.transfer_leadership(to, &mut out);
+                        }
+                        self.stopping = Some((done, self.core_election_ticks()));
+                    }
                 },
                 _ = ticker.tick() => {
+                    if let Some((_, left)) = &mut self.stopping {
+                        *left = left.saturating_sub(1);
+                    }
                     self.core.tick(&mut out);
                     // Forwarded proposals whose proposer gave up (timed out) are forgotten.
                     self.forwarded.retain(|_, reply| !reply.is_closed());
@@ -210,6 +243,15 @@ impl Driver {
                 return;
             }
             self.apply_committed();
+            if let Some((_, left)) = &self.stopping {
+                if self.core.role() != Role::Leader || *left == 0 {
+                    let (done, _) = self.stopping.take().expect("checked");
+                    self.status.send_modify(|s| s.running = false);
+                    tracing::info!(node = %self.core.id(), "metadata quorum: this node stopped");
+                    let _ = done.send(());
+                    return;
+                }
+            }
             let c = &self.core;
             let peers = match c.role() {
                 Role::Leader => c
@@ -238,6 +280,10 @@ impl Driver {
                 changed
             });
         }
+    }
+
+    fn core_election_ticks(&self) -> u32 {
+        self.core.options().election_timeout_ticks
     }
 
     /// A proposal of this node: proposed here when we lead, forwarded to the leader we know,

@@ -188,6 +188,10 @@ impl RaftCore {
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
     pub fn membership(&self) -> &Membership {
         self.log.membership()
     }

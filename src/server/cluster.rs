@@ -244,3 +244,200 @@ async fn fence_and_unfence(broker: &Broker, status: &crate::controller::driver::
         }
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use crate::config::BrokerConfig;
+    use crate::meta::NodeId;
+    use crate::protocol::errors::ErrorCode;
+    use crate::runtime::Runtime;
+    use crate::server::{start, ServerHandle};
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    struct TestCluster {
+        configs: Vec<BrokerConfig>,
+        nodes: Vec<Option<ServerHandle>>,
+        root: PathBuf,
+    }
+
+    impl TestCluster {
+        async fn start(name: &str, n: u32) -> TestCluster {
+            let root = std::env::temp_dir().join(format!("strand-cluster-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            let quorum: Vec<String> = (1..=n).map(|i| format!("{i}@127.0.0.1:{}", free_port())).collect();
+            let cluster_id = crate::server::handlers::metadata::kafka_cluster_id(uuid::Uuid::from_bytes([42; 16]));
+            let configs: Vec<BrokerConfig> = (1..=n)
+                .map(|i| BrokerConfig {
+                    listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                    data_dir: root.join(format!("node-{i}")),
+                    node_id: i as i32,
+                    controller_quorum: Some(quorum.join(",")),
+                    cluster_id: Some(cluster_id.clone()),
+                    broker_session_timeout_ms: 1_500,
+                    broker_heartbeat_interval_ms: 500,
+                    ..Default::default()
+                })
+                .collect();
+            let mut nodes = Vec::new();
+            for c in &configs {
+                nodes.push(Some(start(Runtime::real(), c.clone()).await.expect("node starts")));
+            }
+            TestCluster { configs, nodes, root }
+        }
+
+        fn live(&self) -> impl Iterator<Item = &ServerHandle> {
+            self.nodes.iter().flatten()
+        }
+
+        fn node(&self, id: u32) -> &ServerHandle {
+            self.nodes[id as usize - 1].as_ref().expect("node is running")
+        }
+
+        async fn stop(&mut self, id: u32) {
+            self.nodes[id as usize - 1].take().expect("running").shutdown().await.unwrap();
+        }
+
+        async fn restart(&mut self, id: u32) {
+            let c = self.configs[id as usize - 1].clone();
+            self.nodes[id as usize - 1] = Some(start(Runtime::real(), c).await.expect("node restarts"));
+        }
+
+        /// The node every running node names as its quorum's leader, once they agree.
+        async fn leader(&self) -> u32 {
+            eventually("one leader", || {
+                let leaders: Vec<Option<NodeId>> = self.live().map(|n| n.broker().topics.quorum().unwrap().status().leader).collect();
+                match leaders[0] {
+                    Some(l) if leaders.iter().all(|x| *x == Some(l)) => Some(l.0),
+                    _ => None,
+                }
+            })
+            .await
+        }
+
+        async fn shutdown(mut self) {
+            for n in self.nodes.iter_mut() {
+                if let Some(n) = n.take() {
+                    n.shutdown().await.unwrap();
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    /// Poll `f` every 50 ms for up to 15 s.
+    async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..300 {
+            if let Some(t) = f() {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// (broker, fenced) as node `n`'s image has them.
+    fn brokers(n: &ServerHandle) -> Vec<(u32, bool)> {
+        n.broker().topics.with_image(|i| i.brokers().map(|b| (b.registration.node_id.0, b.fenced)).collect())
+    }
+
+    fn placement(n: &ServerHandle, topic: &str) -> Option<Vec<(Vec<NodeId>, Option<NodeId>)>> {
+        n.broker().topics.with_image(|i| i.topic(topic).map(|t| t.partitions.iter().map(|p| (p.replicas.clone(), p.leader)).collect()))
+    }
+
+    /// Three brokers in one process over real TCP: they register, a topic created through a
+    /// broker that is not the controller is placed across all three and hosted where placed,
+    /// every broker answers Metadata with the same brokers and leaders, a request for a
+    /// partition led elsewhere gets NOT_LEADER_OR_FOLLOWER; the controller stops and another
+    /// takes over; a silent broker is fenced (its partitions lose their leader) and is
+    /// unfenced with its partitions back when it returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_brokers_form_a_cluster_and_survive_the_controller() {
+        let mut c = TestCluster::start("three", 3).await;
+        eventually("every broker registered and unfenced everywhere", || {
+            c.live().all(|n| brokers(n) == [(1, false), (2, false), (3, false)]).then_some(())
+        })
+        .await;
+        let leader = c.leader().await;
+        let other = if leader == 1 { 2 } else { 1 };
+        let created = c.node(other).broker().topics.create("t", 6, BTreeMap::new()).await.expect("create through a non-controller");
+        assert_eq!(created.partition_count(), 6);
+        let placed = eventually("the same placement everywhere", || {
+            let all: Vec<_> = c.live().map(|n| placement(n, "t")).collect();
+            all[0].clone().filter(|p| all.iter().all(|x| x.as_ref() == Some(p)))
+        })
+        .await;
+        for id in 1..=3u32 {
+            let on: Vec<usize> = placed.iter().enumerate().filter(|(_, (r, _))| r == &[NodeId(id)]).map(|(i, _)| i).collect();
+            assert_eq!(on.len(), 2, "six partitions over three brokers, two each: {placed:?}");
+            let topic = eventually("the topic hosted", || c.node(id).broker().topics.get("t")).await;
+            for p in 0..6 {
+                let here = on.contains(&(p as usize));
+                assert_eq!(topic.partition(p).is_some(), here, "node {id} partition {p}");
+                if !here {
+                    assert_eq!(topic.lookup(p).err(), Some(ErrorCode::NOT_LEADER_OR_FOLLOWER));
+                }
+            }
+        }
+        // Metadata from any broker: three brokers, each partition's leader its placement.
+        for n in c.live() {
+            let b = n.broker();
+            assert_eq!(b.live_brokers().iter().map(|x| x.id).collect::<Vec<_>>(), [1, 2, 3]);
+            assert_eq!(b.controller_id(), leader as i32);
+            for (p, (replicas, _)) in placed.iter().enumerate() {
+                let v = b.partition_view("t", p as i32).unwrap();
+                assert_eq!(v.leader, Some(replicas[0].0 as i32));
+                assert!(v.offline.is_empty());
+            }
+        }
+
+        // The controller goes away (a graceful stop hands its leadership over).
+        c.stop(leader).await;
+        let next = c.leader().await;
+        assert_ne!(next, leader);
+        let survivor = c.live().next().unwrap().broker().clone();
+        survivor.topics.create("after-failover", 2, BTreeMap::new()).await.expect("create after the controller stopped");
+        // The stopped broker is fenced after its session: its partitions have no leader.
+        eventually("the stopped broker fenced", || {
+            c.live().all(|n| brokers(n).contains(&(leader, true))).then_some(())
+        })
+        .await;
+        let orphaned: Vec<i32> = placed.iter().enumerate().filter(|(_, (r, _))| r == &[NodeId(leader)]).map(|(i, _)| i as i32).collect();
+        for p in &orphaned {
+            let v = eventually("leader removed", || survivor.partition_view("t", *p).filter(|v| v.leader.is_none())).await;
+            assert_eq!(v.offline, [leader as i32]);
+        }
+        // Back: registered again with a new epoch, unfenced, its partitions led by it again.
+        c.restart(leader).await;
+        eventually("the returning broker unfenced", || {
+            c.live().all(|n| brokers(n).contains(&(leader, false))).then_some(())
+        })
+        .await;
+        for p in &orphaned {
+            eventually("leader back", || survivor.partition_view("t", *p).filter(|v| v.leader == Some(leader as i32))).await;
+        }
+        let back = c.node(leader).broker().clone();
+        let topic = eventually("partitions hosted again", || back.topics.get("t")).await;
+        for p in &orphaned {
+            assert!(topic.partition(*p).is_some());
+        }
+        assert_eq!(eventually("the later topic known", || back.topics.get("after-failover")).await.partition_count(), 2);
+        c.shutdown().await;
+    }
+
+    #[test]
+    fn cluster_ids_parse_in_kafkas_form() {
+        let id = uuid::Uuid::from_bytes(std::array::from_fn(|i| (i * 17) as u8));
+        let text = crate::server::handlers::metadata::kafka_cluster_id(id);
+        assert_eq!(crate::config::parse_cluster_id(&text).unwrap(), id);
+        assert_eq!(crate::config::parse_cluster_id(&id.to_string()).unwrap(), id);
+        assert!(crate::config::parse_cluster_id("not-an-id").is_err());
+        assert!(crate::config::parse_cluster_id("AAAAAAAAAAAAAAAAAAAAAB").is_err(), "stray low bits");
+    }
+}

@@ -81,6 +81,9 @@ impl ServerHandle {
         if left > 0 {
             tracing::warn!(connections = left, "shutdown: connections still open after the drain period");
         }
+        if let Some(quorum) = self.broker.topics.quorum() {
+            quorum.stop().await;
+        }
         self.broker.topics.close_all().await;
         tracing::info!("broker stopped");
         Ok(())
