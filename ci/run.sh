@@ -95,6 +95,13 @@ if STRAND_PLANTED_BUGS=raft-keep-conflicting-suffix RUSTFLAGS="--cfg madsim" CAR
 fi
 grep -q "violations\|panicked" "$logs/sim-quorum-planted.log" || { echo "ci/run.sh: the planted quorum run failed without a violation:"; tail -20 "$logs/sim-quorum-planted.log"; exit 1; }
 echo "planted bug 'raft-keep-conflicting-suffix': caught by sim/tests/quorum.rs"
+# And a leader answering a follower's forwarded proposal before it commits.
+if STRAND_PLANTED_BUGS=raft-forward-ack-before-commit RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=8 \
+     cargo test -p strand-sim --test quorum --locked >"$logs/sim-quorum-planted-forward.log" 2>&1; then
+  echo "ci/run.sh: planted bug 'raft-forward-ack-before-commit' was NOT caught by sim/tests/quorum.rs"; exit 1
+fi
+grep -q "violations\|panicked" "$logs/sim-quorum-planted-forward.log" || { echo "ci/run.sh: the planted forward run failed without a violation:"; tail -20 "$logs/sim-quorum-planted-forward.log"; exit 1; }
+echo "planted bug 'raft-forward-ack-before-commit': caught by sim/tests/quorum.rs"
 done_step
 
 if [ -x sim/run ]; then

@@ -1,7 +1,7 @@
 //! The metadata quorum's Raft shell (src/controller/) on three simulated nodes, each with its
 //! own SimDisk that survives its kills (losing what was not synced), over the real
 //! inter-broker transport on madsim's network. A client on every node proposes unique values
-//! to whichever node leads; a nemesis kills and restarts nodes (power loss) and clogs nodes and
+//! through its own node (a follower forwards them to the leader it knows); a nemesis kills and restarts nodes (power loss) and clogs nodes and
 //! links. Checked: at most one leader per term; every node applies the same entry at each index
 //! (across its restarts too); every acknowledged proposal is applied, at its index, by every
 //! node after the faults heal; and the quorum is live after heal with only the nemesis's own
@@ -64,7 +64,11 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
     let (transport, inbox) = Transport::start(config).await.expect("bind the inter-broker listener");
     history.lock().unwrap().applied_upto.insert(id, 0);
     let h = history.clone();
-    let apply: driver::Apply = Box::new(move |index, entry| {
+    let apply: driver::Apply = Box::new(move |applied| {
+        let driver::Applied::Entry { index, entry } = applied else {
+            h.lock().unwrap().violations.push(format!("node {id} was given a snapshot, but nothing compacts"));
+            return;
+        };
         let value = match &entry.payload {
             Payload::Data(d) => u64::from_be_bytes(d[..8].try_into().unwrap()),
             _ => 0,
@@ -96,19 +100,20 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
     };
     loop {
         let status = quorum.status();
-        if status.role == Role::Leader && !history.lock().unwrap().stopped {
-            {
-                let mut h = history.lock().unwrap();
-                match h.leaders.get(&status.term.0) {
-                    Some(&other) if other != id => {
-                        let term = status.term.0;
-                        h.violations.push(format!("nodes {other} and {id} both lead term {term}"));
-                    }
-                    _ => {
-                        h.leaders.insert(status.term.0, id);
-                    }
+        if status.role == Role::Leader {
+            let mut h = history.lock().unwrap();
+            match h.leaders.get(&status.term.0) {
+                Some(&other) if other != id => {
+                    let term = status.term.0;
+                    h.violations.push(format!("nodes {other} and {id} both lead term {term}"));
+                }
+                _ => {
+                    h.leaders.insert(status.term.0, id);
                 }
             }
+        }
+        // Every node proposes: a follower's proposals are forwarded to the leader it knows.
+        if status.leader.is_some() && !history.lock().unwrap().stopped {
             let value = {
                 let mut h = history.lock().unwrap();
                 h.next_value += 1;

@@ -21,7 +21,9 @@
 //! follower keeps its entries that conflict with the leader's and acknowledges anyway),
 //! `raft-vote-for-stale-log` (a vote is granted to a candidate whose log is behind),
 //! `raft-read-without-quorum` (read-index answers at once, without confirming leadership: a
-//! deposed leader serves stale reads).
+//! deposed leader serves stale reads). The metadata quorum's shell (`src/controller/`):
+//! `raft-forward-ack-before-commit` (the leader answers a proposal forwarded by a follower as
+//! soon as it is appended, before it commits; caught by `sim/tests/quorum.rs`).
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
@@ -44,6 +46,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "raft-keep-conflicting-suffix",
     "raft-vote-for-stale-log",
     "raft-read-without-quorum",
+    "raft-forward-ack-before-commit",
 ];
 
 /// Whether `name` is a planted bug of the Raft core (proven by proptests/'s Raft harness).

@@ -250,7 +250,7 @@ mod tests {
         let mut good = Vec::new();
         encode(&Frame::Envelope(envelope()), 1 << 20, &mut good).unwrap();
         let body = &good[4..];
-        assert_eq!(decode_body(&[2, 3]), Err(FrameError::UnknownVersion(2)));
+        assert_eq!(decode_body(&[PROTOCOL_VERSION + 1, 3]), Err(FrameError::UnknownVersion(PROTOCOL_VERSION + 1)));
         assert_eq!(decode_body(&[PROTOCOL_VERSION, 99]), Err(FrameError::UnknownKind(99)));
         assert_eq!(decode_body(&[PROTOCOL_VERSION, KIND_HELLO, b'X', b'X', b'X', b'X']), Err(FrameError::BadMagic));
         let mut trailing = body.to_vec();
