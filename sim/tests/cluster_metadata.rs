@@ -1,0 +1,294 @@
+//! The metadata quorum inside the real broker (`server::start` with `controller_quorum`) on
+//! three simulated nodes, each with its own SimDisk (surviving its kills, losing what was not
+//! synced) and its own skewed, drifting clock, over madsim's network. A client sends
+//! CreateTopics and DeleteTopics to random brokers (a non-controller forwards them to the
+//! active controller) while a nemesis kills nodes with power loss and clogs nodes and links.
+//!
+//! Checked: at most one controller leader per term; every broker's metadata image converges to
+//! the same one after heal (with only the nemesis's own restarts); every acknowledged create is
+//! in it with its partition count unless a delete of it may have happened, every acknowledged
+//! delete's topic is absent; a CreateTopics after heal is acknowledged (liveness); every broker
+//! registered and unfenced. Run by ci/run.sh:
+//! `RUSTFLAGS="--cfg madsim" cargo test -p strand-sim --test cluster_metadata`.
+#![cfg(madsim)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+use madsim::net::NetSim;
+use madsim::rand::Rng;
+use madsim::runtime::Handle;
+use madsim::time::sleep;
+use strand::client::Client;
+use strand::config::BrokerConfig;
+use strand::meta::MetadataImage;
+use strand::raft::Role;
+use strand::runtime::Runtime;
+use strand::server::Broker;
+use strand_sim::clock::SimClock;
+use strand_sim::disk::SimDisk;
+
+const NODES: u32 = 3;
+
+fn ip(id: u32) -> IpAddr {
+    IpAddr::from([10, 0, 9, id as u8])
+}
+
+fn client_addr(id: u32) -> SocketAddr {
+    SocketAddr::new(ip(id), 9092)
+}
+
+#[derive(Default)]
+struct History {
+    /// Each node's broker while it runs.
+    brokers: BTreeMap<u32, Weak<Broker>>,
+    /// term -> the node that led it
+    leaders: BTreeMap<u64, u32>,
+    /// Acknowledged creates: topic -> partitions.
+    created: BTreeMap<String, i32>,
+    /// Deletes acknowledged, and those sent without a clear answer (they may have happened).
+    deleted: BTreeSet<String>,
+    maybe_deleted: BTreeSet<String>,
+    violations: Vec<String>,
+}
+
+type Shared = Arc<Mutex<History>>;
+
+async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
+    let runtime = Runtime { disk: Arc::new(disk), clock: Arc::new(clock) };
+    let quorum: Vec<String> = (1..=NODES).map(|i| format!("{i}@{}:7200", ip(i))).collect();
+    let config = BrokerConfig {
+        listen: client_addr(id),
+        data_dir: "/data".into(),
+        node_id: id as i32,
+        controller_quorum: Some(quorum.join(",")),
+        cluster_id: Some("c2ltdWxhdGVkLWNsdXN0ZQ".into()),
+        broker_session_timeout_ms: 3_000,
+        broker_heartbeat_interval_ms: 1_000,
+        offsets_topic_num_partitions: 3,
+        ..BrokerConfig::default()
+    };
+    let server = match strand::server::start(runtime, config).await {
+        Ok(s) => s,
+        // A node that cannot start (its disk) stays down until the nemesis restarts it.
+        Err(e) => {
+            history.lock().unwrap().violations.push(format!("node {id} did not start: {e:#}"));
+            return;
+        }
+    };
+    let broker = server.broker().clone();
+    history.lock().unwrap().brokers.insert(id, Arc::downgrade(&broker));
+    loop {
+        let status = broker.topics.quorum().unwrap().status();
+        if status.role == Role::Leader {
+            let mut h = history.lock().unwrap();
+            match h.leaders.get(&status.term.0) {
+                Some(&other) if other != id => {
+                    let term = status.term.0;
+                    h.violations.push(format!("nodes {other} and {id} both lead term {term}"));
+                }
+                _ => {
+                    h.leaders.insert(status.term.0, id);
+                }
+            }
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+enum Outcome {
+    Ok,
+    /// Refused with this error code: it did not happen.
+    Refused(i16),
+    /// No clear answer: it may have happened.
+    Unknown,
+}
+
+async fn create(broker: u32, name: &str, partitions: i32) -> Outcome {
+    let req = CreateTopicsRequest::default().with_timeout_ms(5_000).with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    let answer = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut c = Client::connect(&client_addr(broker).to_string()).await.ok()?;
+        c.send(&req, 7).await.ok()
+    })
+    .await;
+    match answer {
+        Ok(Some((_, r))) => match r.topics.first().map(|t| t.error_code) {
+            Some(0) => Outcome::Ok,
+            // REQUEST_TIMED_OUT and NOT_CONTROLLER are ambiguous (the change may still commit).
+            Some(7) | Some(41) | None => Outcome::Unknown,
+            Some(e) => Outcome::Refused(e),
+        },
+        _ => Outcome::Unknown,
+    }
+}
+
+async fn delete(broker: u32, name: &str) -> Outcome {
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteTopicState::default().with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))]);
+    let answer = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut c = Client::connect(&client_addr(broker).to_string()).await.ok()?;
+        c.send(&req, 6).await.ok()
+    })
+    .await;
+    match answer {
+        Ok(Some((_, r))) => match r.responses.first().map(|t| t.error_code) {
+            Some(0) => Outcome::Ok,
+            Some(7) | Some(41) | None => Outcome::Unknown,
+            Some(e) => Outcome::Refused(e),
+        },
+        _ => Outcome::Unknown,
+    }
+}
+
+async fn admin_client(history: Shared, stop: Arc<Mutex<bool>>) {
+    let mut n = 0;
+    while !*stop.lock().unwrap() {
+        n += 1;
+        let (broker, del, partitions) = {
+            let mut rng = madsim::rand::thread_rng();
+            (rng.gen_range(1..=NODES), rng.gen_bool(0.3), rng.gen_range(1..=3))
+        };
+        let victim = if del { history.lock().unwrap().created.keys().next().cloned() } else { None };
+        match victim {
+            Some(name) => {
+                let outcome = delete(broker, &name).await;
+                let mut h = history.lock().unwrap();
+                match outcome {
+                    Outcome::Ok => {
+                        h.created.remove(&name);
+                        h.deleted.insert(name);
+                    }
+                    Outcome::Refused(e) => h.violations.push(format!("delete of acknowledged topic {name} refused with {e}")),
+                    Outcome::Unknown => {
+                        h.created.remove(&name);
+                        h.maybe_deleted.insert(name);
+                    }
+                }
+            }
+            None => {
+                let name = format!("t{n}");
+                if let Outcome::Ok = create(broker, &name, partitions).await {
+                    history.lock().unwrap().created.insert(name, partitions);
+                }
+            }
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn images(history: &Shared) -> Vec<(u32, Vec<strand::meta::MetadataRecord>)> {
+    let h = history.lock().unwrap();
+    h.brokers.iter().filter_map(|(id, b)| b.upgrade().map(|b| (*id, b.topics.with_image(MetadataImage::snapshot)))).collect()
+}
+
+#[madsim::test]
+async fn cluster_metadata_converges_under_crashes_and_partitions() {
+    let handle = Handle::current();
+    let history: Shared = Arc::default();
+    let mut ids = Vec::new();
+    let mut disks = Vec::new();
+    for id in 1..=NODES {
+        let (disk, clock, h) = (SimDisk::new(), SimClock::new(), history.clone());
+        {
+            let mut rng = madsim::rand::thread_rng();
+            clock.set_skew_ms(rng.gen_range(-2_000..2_000));
+            clock.set_drift_ppm(rng.gen_range(-200..200));
+        }
+        disks.push(disk.clone());
+        let node = handle
+            .create_node()
+            .name(format!("broker-{id}"))
+            .ip(ip(id))
+            .init(move || node(id, disk.clone(), clock.clone(), h.clone()))
+            .build();
+        ids.push(node.id());
+    }
+    let net = NetSim::current();
+    let stop = Arc::new(Mutex::new(false));
+    let client = handle.create_node().name("admin").ip(IpAddr::from([10, 0, 9, 100])).build();
+    let admin = client.spawn(admin_client(history.clone(), stop.clone()));
+    sleep(Duration::from_secs(5)).await;
+    assert!(!history.lock().unwrap().created.is_empty(), "no topic created in 5 s without faults");
+
+    for _ in 0..10 {
+        let (fault, victim, other) = {
+            let mut rng = madsim::rand::thread_rng();
+            (rng.gen_range(0..3), rng.gen_range(0..NODES as usize), rng.gen_range(0..NODES as usize))
+        };
+        let hold = Duration::from_millis(madsim::rand::thread_rng().gen_range(300..4000));
+        match fault {
+            0 => {
+                handle.kill(ids[victim]);
+                disks[victim].crash();
+                sleep(hold).await;
+                handle.restart(ids[victim]);
+            }
+            1 => {
+                net.clog_node(ids[victim]);
+                sleep(hold).await;
+                net.unclog_node(ids[victim]);
+            }
+            _ => {
+                if victim != other {
+                    net.clog_link(ids[victim], ids[other]);
+                    sleep(hold).await;
+                    net.unclog_link(ids[victim], ids[other]);
+                }
+            }
+        }
+        sleep(Duration::from_millis(madsim::rand::thread_rng().gen_range(100..2000))).await;
+    }
+
+    // Heal: nothing is restarted. The cluster must take a new create, then converge.
+    sleep(Duration::from_secs(5)).await;
+    *stop.lock().unwrap() = true;
+    let _ = admin.await;
+    let mut live = false;
+    for attempt in 0..20 {
+        if let Outcome::Ok = create((attempt % NODES) + 1, &format!("after-heal-{attempt}"), 1).await {
+            history.lock().unwrap().created.insert(format!("after-heal-{attempt}"), 1);
+            live = true;
+            break;
+        }
+        sleep(Duration::from_millis(500)).await;
+    }
+    assert!(live, "no CreateTopics acknowledged within 20 attempts after heal (liveness)");
+    let mut converged = None;
+    for _ in 0..200 {
+        let all = images(&history);
+        let unfenced = all.first().is_some_and(|(_, snap)| {
+            let image = MetadataImage::from_snapshot(snap).unwrap();
+            image.brokers().filter(|b| !b.fenced).count() == NODES as usize
+        });
+        if all.len() == NODES as usize && unfenced && all.windows(2).all(|w| w[0].1 == w[1].1) {
+            converged = Some(all[0].1.clone());
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    let h = history.lock().unwrap();
+    assert!(h.violations.is_empty(), "violations: {:#?}", h.violations);
+    let snapshot = converged.unwrap_or_else(|| {
+        let all = images(&history);
+        panic!("the brokers' images did not converge with every broker unfenced within 20 s after heal: {all:#?}")
+    });
+    let image = MetadataImage::from_snapshot(&snapshot).unwrap();
+    for (name, partitions) in &h.created {
+        let t = image.topic(name).unwrap_or_else(|| panic!("acknowledged topic {name} is missing after heal"));
+        assert_eq!(t.partition_count(), *partitions, "topic {name}");
+    }
+    for name in &h.deleted {
+        assert!(image.topic(name).is_none(), "deleted topic {name} is back");
+    }
+    assert!(image.cluster_id().is_some());
+}
