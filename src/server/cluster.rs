@@ -431,6 +431,31 @@ mod tests {
         c.shutdown().await;
     }
 
+    /// A one-voter quorum replays its whole log at restart: a topic deleted and created again
+    /// under the same name keeps the second one's data (regression: the replay opened the
+    /// directory for the first topic and its removal deleted the second one's records).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recreated_topic_keeps_its_data_across_a_replay() {
+        use crate::partition::Acks;
+        let mut c = TestCluster::start("recreate", 1).await;
+        eventually("registered", || (brokers(c.node(1)) == [(1, false)]).then_some(())).await;
+        let topics = c.node(1).broker().topics.clone();
+        topics.create("re", 1, BTreeMap::new()).await.unwrap();
+        topics.delete("re").await.unwrap();
+        eventually("deleted", || topics.get("re").is_none().then_some(())).await;
+        let again = topics.create("re", 1, BTreeMap::new()).await.unwrap();
+        let batch = crate::protocol::batch::build_batch(0, 0, &[(None, Some(bytes::Bytes::from_static(b"kept")))]);
+        again.partition(0).unwrap().append(batch, Acks::Durable).await.unwrap();
+        let id = again.id;
+        drop((again, topics));
+        c.stop(1).await;
+        c.restart(1).await;
+        let back = c.node(1).broker().clone();
+        let topic = eventually("the topic again", || back.topics.get("re").filter(|t| t.id == id && t.partition(0).is_some())).await;
+        assert_eq!(topic.partition(0).unwrap().log_end_offset(), 1, "the recreated topic's record is gone");
+        c.shutdown().await;
+    }
+
     #[test]
     fn cluster_ids_parse_in_kafkas_form() {
         let id = uuid::Uuid::from_bytes(std::array::from_fn(|i| (i * 17) as u8));

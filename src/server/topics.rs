@@ -276,7 +276,18 @@ fn is_partition_file(name: &str) -> bool {
         || segment(".timeindex")
         || name == "recovery-checkpoint"
         || name == "log-start-offset"
+        || name == PARTITION_METADATA_FILE
         || name.ends_with(".swap")
+}
+
+/// The file in a partition directory naming the topic id it belongs to (Kafka's
+/// `partition.metadata`): a directory is named after the topic's *name*, which a deleted and
+/// recreated topic shares, so a replay of the metadata log that reaches the first topic's
+/// records must not open, or delete, the second one's data.
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+fn partition_metadata(id: TopicId) -> Bytes {
+    Bytes::from(format!("version: 0\ntopic_id: {}\n", crate::server::handlers::metadata::kafka_cluster_id(id.uuid())))
 }
 
 /// The quorum's directory in the data directory (Kafka's `__cluster_metadata-0`; without the
@@ -852,6 +863,25 @@ impl TopicRegistry {
                 continue;
             }
             let dir = partition_dir(&self.data_dir, &t.name, p);
+            let storage = |e: std::io::Error| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}"));
+            let marker = dir.join(PARTITION_METADATA_FILE);
+            let expected = partition_metadata(t.id);
+            match read_whole(self.rt.disk.as_ref(), &marker).await.map_err(storage)? {
+                Some(found) if found != expected => {
+                    // The directory holds a later topic of the same name (a replay of the log
+                    // passing this topic's records): not this topic's data. It stays unhosted
+                    // here until the log reaches the topic that owns the directory.
+                    tracing::info!(topic = %t.name, partition = p, "directory belongs to another topic of this name; not opened");
+                    partitions.push(None);
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    // New, or written before the marker existed: it is this topic's from now on.
+                    self.rt.disk.create_dir_all(&dir).await.map_err(storage)?;
+                    write_atomic(self.rt.disk.as_ref(), &marker, expected).await.map_err(storage)?;
+                }
+            }
             let partition = Partition::open_in(self.rt.clone(), dir, config.clone(), self.sync_rounds.clone())
                 .await
                 .map_err(|e| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")))?;
