@@ -125,7 +125,7 @@ pub struct SnapshotMeta {
 /// Whether a planted bug (feature `planted-bugs`, `src/runtime/planted.rs`) is on. Always false
 /// in a normal build.
 #[inline]
-pub(crate) fn planted(_name: &str) -> bool {
+pub fn planted(_name: &str) -> bool {
     #[cfg(feature = "planted-bugs")]
     {
         crate::runtime::planted(_name)

@@ -608,6 +608,7 @@ impl TopicRegistry {
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, AdminError> {
         let _admin = self.admin.lock().await;
+        self.catch_up().await?;
         self.validate_create(name, partitions, &overrides)?;
         let topic_id = TopicId::from(rng::random_uuid());
         let mut records =
@@ -624,6 +625,7 @@ impl TopicRegistry {
     /// then its data is removed.
     pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, AdminError> {
         let _admin = self.admin.lock().await;
+        self.catch_up().await?;
         let unknown = || AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."));
         let topic = match &self.store {
             Store::File => self.state.write().expect("topics lock").topics.remove(name).ok_or_else(unknown)?,
@@ -646,6 +648,7 @@ impl TopicRegistry {
     /// Grow a topic to `count` partitions.
     pub async fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
+        self.catch_up().await?;
         let (topic_id, current) =
             self.with_image(|image| image.validate_add_partitions(name, count).map(|t| (t.id, t.partition_count())))?;
         if validate_only {
@@ -667,6 +670,7 @@ impl TopicRegistry {
         alter: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
     ) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
+        self.catch_up().await?;
         let topic = self.get(name).ok_or_else(|| {
             AdminError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("Topic '{name}' does not exist."))
         })?;
@@ -741,6 +745,20 @@ impl TopicRegistry {
                 self.install(next, true).await
             }
             Store::Quorum(_) => self.propose(records).await,
+        }
+    }
+
+    /// On a quorum: bring this node's image up to everything committed before now (an empty
+    /// batch proposed and applied here), so an admin change is checked against the controller's
+    /// metadata, as Kafka's controller checks it, not against a lagging image (regression,
+    /// simulator: a broker that had not applied a create yet refused its delete with
+    /// UNKNOWN_TOPIC_OR_PARTITION).
+    async fn catch_up(&self) -> Result<(), AdminError> {
+        match &self.store {
+            Store::File => Ok(()),
+            // Planted bug: check admin changes against whatever this node has applied.
+            Store::Quorum(_) if crate::raft::planted("raft-meta-skip-catch-up") => Ok(()),
+            Store::Quorum(_) => self.propose(&[]).await,
         }
     }
 
