@@ -245,10 +245,8 @@ pub struct BrokerConfig {
     pub cluster_id: Option<String>,
     /// `broker.rack`.
     pub broker_rack: Option<String>,
-    /// `broker.heartbeat.interval.ms`.
-    pub broker_heartbeat_interval_ms: u64,
     /// `broker.session.timeout.ms`: a broker the active controller has not heard from for this
-    /// long is fenced (its partitions lose their leader until it is back).
+    /// long (in combined mode, its Raft follower's answers are its heartbeats) is fenced (its partitions lose their leader until it is back).
     pub broker_session_timeout_ms: u64,
     /// How long one tick of the metadata quorum's Raft is. An election starts after 10 to 20
     /// ticks without a leader (Kafka's `controller.quorum.election.timeout.ms` is 1000).
@@ -286,7 +284,6 @@ impl Default for BrokerConfig {
             controller_quorum: None,
             cluster_id: None,
             broker_rack: None,
-            broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
             controller_tick_ms: 50,
         }
@@ -374,11 +371,8 @@ impl BrokerConfig {
         if let Some(id) = &self.cluster_id {
             validate_cluster_id(id)?;
         }
-        if self.broker_heartbeat_interval_ms < 1 || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {
-            return Err(ConfigError(format!(
-                "broker_heartbeat_interval_ms {} must be at least 1 and below broker_session_timeout_ms {}",
-                self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
-            )));
+        if !(1_000..=3_600_000).contains(&self.broker_session_timeout_ms) {
+            return Err(ConfigError(format!("broker_session_timeout_ms {} must be between 1000 and 3600000", self.broker_session_timeout_ms)));
         }
         if !(5..=10_000).contains(&self.controller_tick_ms) {
             return Err(ConfigError(format!("controller_tick_ms {} must be between 5 and 10000", self.controller_tick_ms)));

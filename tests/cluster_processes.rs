@@ -36,7 +36,7 @@ fn start_cluster(name: &str) -> Vec<Broker> {
             let node = format!("node_id = {i}");
             let q = format!("controller_quorum = \"{quorum}\"");
             let c = format!("cluster_id = \"{cluster_id}\"");
-            Broker::start_with(&format!("{name}-{i}"), &[&node, &q, &c, "broker_session_timeout_ms = 3000", "broker_heartbeat_interval_ms = 1000"])
+            Broker::start_with(&format!("{name}-{i}"), &[&node, &q, &c, "broker_session_timeout_ms = 3000"])
         })
         .collect()
 }

@@ -70,7 +70,6 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
         controller_quorum: Some(quorum.join(",")),
         cluster_id: Some("c2ltdWxhdGVkLWNsdXN0ZQ".into()),
         broker_session_timeout_ms: 3_000,
-        broker_heartbeat_interval_ms: 1_000,
         offsets_topic_num_partitions: 3,
         ..BrokerConfig::default()
     };

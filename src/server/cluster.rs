@@ -128,6 +128,7 @@ pub async fn run(broker: Arc<Broker>) {
     let incarnation = *rng::random_uuid().as_bytes();
     let cluster = *broker.topics.cluster_id().as_bytes();
     let mut registered = false;
+    let mut leaderless_ticks = 0u64;
     loop {
         tokio::time::sleep(Duration::from_millis(CLUSTER_TICK_MS)).await;
         let status = quorum.status();
@@ -135,8 +136,20 @@ pub async fn run(broker: Arc<Broker>) {
             return;
         }
         if status.leader.is_none() {
+            // The quorum is lost to this node: admin requests here time out (REQUEST_TIMED_OUT),
+            // partitions keep serving. Said every 10 s while it lasts.
+            leaderless_ticks += 1;
+            if leaderless_ticks % (10_000 / CLUSTER_TICK_MS) == 2_000 / CLUSTER_TICK_MS {
+                let voters = broker.config.controller_quorum.clone().unwrap_or_default();
+                tracing::warn!(node = %me, term = status.term.0, role = ?status.role, silent_ms = leaderless_ticks * CLUSTER_TICK_MS,
+                    "metadata quorum lost: no controller leader reachable from this node; a majority of the voters ({voters}) is unreachable or down; admin requests fail until it is back");
+            }
             continue;
         }
+        if leaderless_ticks * CLUSTER_TICK_MS >= 2_000 {
+            tracing::info!(node = %me, leader = ?status.leader, "metadata quorum back");
+        }
+        leaderless_ticks = 0;
         if !registered {
             registered = register(&broker, me, incarnation, cluster).await;
             continue;
@@ -281,7 +294,6 @@ mod tests {
                     controller_quorum: Some(quorum.join(",")),
                     cluster_id: Some(cluster_id.clone()),
                     broker_session_timeout_ms: 1_500,
-                    broker_heartbeat_interval_ms: 500,
                     ..Default::default()
                 })
                 .collect();
