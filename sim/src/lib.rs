@@ -9,6 +9,8 @@ pub mod disk;
 #[cfg(madsim)]
 pub mod groups;
 #[cfg(madsim)]
+pub mod nemesis;
+#[cfg(madsim)]
 pub mod scenario;
 #[cfg(madsim)]
 pub mod trim;

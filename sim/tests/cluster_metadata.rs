@@ -21,7 +21,6 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopi
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
-use madsim::net::NetSim;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
 use madsim::time::sleep;
@@ -212,41 +211,13 @@ async fn cluster_metadata_converges_under_crashes_and_partitions() {
             .build();
         ids.push(node.id());
     }
-    let net = NetSim::current();
     let stop = Arc::new(Mutex::new(false));
     let client = handle.create_node().name("admin").ip(IpAddr::from([10, 0, 9, 100])).build();
     let admin = client.spawn(admin_client(history.clone(), stop.clone()));
     sleep(Duration::from_secs(5)).await;
     assert!(!history.lock().unwrap().created.is_empty(), "no topic created in 5 s without faults");
 
-    for _ in 0..10 {
-        let (fault, victim, other) = {
-            let mut rng = madsim::rand::thread_rng();
-            (rng.gen_range(0..3), rng.gen_range(0..NODES as usize), rng.gen_range(0..NODES as usize))
-        };
-        let hold = Duration::from_millis(madsim::rand::thread_rng().gen_range(300..4000));
-        match fault {
-            0 => {
-                handle.kill(ids[victim]);
-                disks[victim].crash();
-                sleep(hold).await;
-                handle.restart(ids[victim]);
-            }
-            1 => {
-                net.clog_node(ids[victim]);
-                sleep(hold).await;
-                net.unclog_node(ids[victim]);
-            }
-            _ => {
-                if victim != other {
-                    net.clog_link(ids[victim], ids[other]);
-                    sleep(hold).await;
-                    net.unclog_link(ids[victim], ids[other]);
-                }
-            }
-        }
-        sleep(Duration::from_millis(madsim::rand::thread_rng().gen_range(100..2000))).await;
-    }
+    strand_sim::nemesis::kills_and_clogs(&ids, &disks, 10, 300..4000, 100..2000).await;
 
     // Heal: nothing is restarted. The cluster must take a new create, then converge.
     sleep(Duration::from_secs(5)).await;

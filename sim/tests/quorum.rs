@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use madsim::net::NetSim;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
 use madsim::time::sleep;
@@ -145,39 +144,11 @@ async fn metadata_quorum_survives_crashes_and_partitions() {
             .build();
         ids.push(node.id());
     }
-    let net = NetSim::current();
     sleep(Duration::from_secs(3)).await;
     assert!(!history.lock().unwrap().acked.is_empty(), "nothing committed in 3 s without faults");
 
     // Faults: kills with power loss, clogged nodes and links.
-    for _ in 0..12 {
-        let (fault, victim, other) = {
-            let mut rng = madsim::rand::thread_rng();
-            (rng.gen_range(0..3), rng.gen_range(0..NODES as usize), rng.gen_range(0..NODES as usize))
-        };
-        let hold = Duration::from_millis(madsim::rand::thread_rng().gen_range(300..2500));
-        match fault {
-            0 => {
-                handle.kill(ids[victim]);
-                disks[victim].crash();
-                sleep(hold).await;
-                handle.restart(ids[victim]);
-            }
-            1 => {
-                net.clog_node(ids[victim]);
-                sleep(hold).await;
-                net.unclog_node(ids[victim]);
-            }
-            _ => {
-                if victim != other {
-                    net.clog_link(ids[victim], ids[other]);
-                    sleep(hold).await;
-                    net.unclog_link(ids[victim], ids[other]);
-                }
-            }
-        }
-        sleep(Duration::from_millis(madsim::rand::thread_rng().gen_range(100..1500))).await;
-    }
+    strand_sim::nemesis::kills_and_clogs(&ids, &disks, 12, 300..2500, 100..1500).await;
 
     // Heal (nothing is restarted), then every node must apply every acknowledged value.
     let acked_before = history.lock().unwrap().acked.len();
