@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use madsim::rand::Rng;
 use madsim::runtime::Handle;
 use madsim::time::sleep;
 use strand::controller::driver::{self, QuorumConfig};
