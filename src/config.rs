@@ -251,6 +251,9 @@ pub struct BrokerConfig {
     /// How long one tick of the metadata quorum's Raft is. An election starts after 10 to 20
     /// ticks without a leader (Kafka's `controller.quorum.election.timeout.ms` is 1000).
     pub controller_tick_ms: u64,
+    /// The metadata log is compacted to a snapshot of the image every this many entries (Kafka's
+    /// `metadata.log.max.record.bytes.between.snapshots`, counted in entries).
+    pub metadata_snapshot_entries: u64,
 }
 
 impl Default for BrokerConfig {
@@ -286,6 +289,7 @@ impl Default for BrokerConfig {
             broker_rack: None,
             broker_session_timeout_ms: 9_000,
             controller_tick_ms: 50,
+            metadata_snapshot_entries: 1_000,
         }
     }
 }
@@ -373,6 +377,9 @@ impl BrokerConfig {
         }
         if !(1_000..=3_600_000).contains(&self.broker_session_timeout_ms) {
             return Err(ConfigError(format!("broker_session_timeout_ms {} must be between 1000 and 3600000", self.broker_session_timeout_ms)));
+        }
+        if self.metadata_snapshot_entries < 1 {
+            return Err(ConfigError("metadata_snapshot_entries must be at least 1".into()));
         }
         if !(5..=10_000).contains(&self.controller_tick_ms) {
             return Err(ConfigError(format!("controller_tick_ms {} must be between 5 and 10000", self.controller_tick_ms)));

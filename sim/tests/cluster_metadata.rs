@@ -4,7 +4,8 @@
 //! CreateTopics and DeleteTopics to random brokers (a non-controller forwards them to the
 //! active controller) while a nemesis kills nodes with power loss and clogs nodes and links.
 //!
-//! Checked: at most one controller leader per term; every broker's metadata image converges to
+//! The metadata log is compacted to a snapshot every 20 entries, so restarted nodes start from
+//! snapshots and lagging ones are sent them. Checked: at most one controller leader per term; every broker's metadata image converges to
 //! the same one after heal (with only the nemesis's own restarts); every acknowledged create is
 //! in it with its partition count unless a delete of it may have happened, every acknowledged
 //! delete's topic is absent; a CreateTopics after heal is acknowledged (liveness); every broker
@@ -47,6 +48,9 @@ fn client_addr(id: u32) -> SocketAddr {
 struct History {
     /// Each node's broker while it runs.
     brokers: BTreeMap<u32, Weak<Broker>>,
+    /// Snapshots the nodes' images were rebuilt from, per node and start (the highest count seen).
+    snapshots: BTreeMap<(u32, u64), u64>,
+    starts: BTreeMap<u32, u64>,
     /// term -> the node that led it
     leaders: BTreeMap<u64, u32>,
     /// Acknowledged creates: topic -> partitions.
@@ -69,6 +73,8 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
         controller_quorum: Some(quorum.join(",")),
         cluster_id: Some("c2ltdWxhdGVkLWNsdXN0ZQ".into()),
         broker_session_timeout_ms: 3_000,
+        // Snapshots often, so restarted and lagging nodes start from one or are sent one.
+        metadata_snapshot_entries: 20,
         offsets_topic_num_partitions: 3,
         ..BrokerConfig::default()
     };
@@ -81,8 +87,16 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
         }
     };
     let broker = server.broker().clone();
-    history.lock().unwrap().brokers.insert(id, Arc::downgrade(&broker));
+    let start = {
+        let mut h = history.lock().unwrap();
+        h.brokers.insert(id, Arc::downgrade(&broker));
+        let n = h.starts.entry(id).or_default();
+        *n += 1;
+        *n
+    };
     loop {
+        let loaded = broker.topics.snapshots_loaded();
+        history.lock().unwrap().snapshots.insert((id, start), loaded);
         let status = broker.topics.quorum().unwrap().status();
         if status.role == Role::Leader {
             let mut h = history.lock().unwrap();
@@ -283,11 +297,23 @@ async fn cluster_metadata_converges_under_crashes_and_partitions() {
     for name in &h.deleted {
         assert!(image.topic(name).is_none(), "deleted topic {name} is back");
     }
+    // No node keeps the data of a topic that is gone (deleted while it was up, or while it was
+    // down and learned from a snapshot).
+    for (i, disk) in disks.iter().enumerate() {
+        for (path, _, _) in disk.describe() {
+            let Some(dir) = path.strip_prefix("/data/").and_then(|p| p.split('/').next()) else { continue };
+            let Some((topic, p)) = dir.rsplit_once('-') else { continue };
+            if p.parse::<u32>().is_ok() && path.contains(&format!("{dir}/")) && image.topic(topic).is_none() {
+                panic!("node {} keeps {path} of a topic that is gone", i + 1);
+            }
+        }
+    }
     assert!(image.cluster_id().is_some());
     // The run's fingerprint, for ci/run.sh's determinism check: two processes with one seed
     // must print the same line. (madsim's own in-process check runs the seed twice in one
     // process, where process-wide state of the broker's dependencies differs between the runs.)
     let mut fingerprint = format!("{:?}|{:?}|{:?}|{:?}", h.leaders, h.created, h.deleted, h.maybe_deleted);
     fingerprint.push_str(&format!("|{snapshot:?}|{:?}", madsim::time::Instant::now()));
+    println!("snapshots loaded: {}", h.snapshots.values().sum::<u64>());
     println!("cluster_metadata fingerprint {:08x}", crc32c::crc32c(fingerprint.as_bytes()));
 }

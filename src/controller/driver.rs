@@ -66,6 +66,8 @@ enum Command {
     Propose { data: Bytes, reply: ProposeReply },
     /// Stop the driver; a leader first hands its leadership to its most caught-up voter.
     Stop { done: oneshot::Sender<()> },
+    /// The state machine's state up to `index` (applied there): the log may start after it.
+    Compact { index: LogIndex, data: Bytes },
 }
 
 /// The quorum shell's own messages between nodes (in [`Message::Control`]): a follower
@@ -104,6 +106,14 @@ impl QuorumHandle {
     }
     pub fn status(&self) -> QuorumStatus {
         self.status.borrow().clone()
+    }
+
+    /// The state machine's snapshot at `index` (everything up to it applied, nothing after):
+    /// the log is compacted to start after it, if `index` is committed and durable here and no
+    /// membership change is pending past it (else it is ignored; the next one will do). Never
+    /// waits: when the driver's queue is full the snapshot is dropped.
+    pub fn compact(&self, index: LogIndex, data: Bytes) {
+        let _ = self.commands.try_send(Command::Compact { index, data });
     }
 
     /// Stop this node's part in the quorum (graceful shutdown). A leader first transfers its
@@ -212,6 +222,13 @@ impl Driver {
                 }
                 Some(command) = commands.recv() => match command {
                     Command::Propose { data, reply } => self.propose(data, reply, &mut out),
+                    Command::Compact { index, data } => {
+                        if let Err(e) = self.compact(index, data).await {
+                            tracing::error!(node = %self.core.id(), error = %e, "metadata quorum: snapshot write failed; this node stops taking part (fail-stop)");
+                            self.status.send_modify(|s| s.running = false);
+                            return;
+                        }
+                    }
                     Command::Stop { done } => {
                         let me = self.core.id();
                         let best = self
@@ -280,6 +297,20 @@ impl Driver {
                 changed
             });
         }
+    }
+
+    async fn compact(&mut self, index: LogIndex, data: Bytes) -> io::Result<()> {
+        let c = &self.core;
+        let start = self.store.snapshot().0.index;
+        if index <= start || index > c.commit_index() || index > c.durable_index() || index > self.applied || c.log().membership_index() > index {
+            return Ok(());
+        }
+        let term = self.store.entry(index).expect("a committed index past the log start is in the log").term;
+        let meta = SnapshotMeta { index, term, membership: c.log().membership().clone() };
+        self.store.compact(meta, data).await?;
+        self.core.compact(index);
+        tracing::debug!(node = %self.core.id(), ?index, "metadata quorum: log compacted to a snapshot");
+        Ok(())
     }
 
     fn core_election_ticks(&self) -> u32 {

@@ -53,6 +53,22 @@ fn decode_checked<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &Path) -> io
     postcard::from_bytes(&bytes[4..]).map_err(|e| bad(&e.to_string()))
 }
 
+/// The frames of `entries` (the first at `first_index`) and each one's position, the first
+/// frame going at file position `at`.
+fn encode_frames(first_index: LogIndex, entries: &[Entry], at: u64) -> (BytesMut, Vec<u64>) {
+    let mut buf = BytesMut::new();
+    let mut positions = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let index = LogIndex(first_index.0 + i as u64);
+        let body = postcard::to_allocvec(&(index, entry)).expect("postcard encodes our own types");
+        positions.push(at + buf.len() as u64);
+        buf.put_u32_le(body.len() as u32);
+        buf.put_u32_le(crc32c::crc32c(&body));
+        buf.put_slice(&body);
+    }
+    (buf, positions)
+}
+
 pub struct LogStore {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
@@ -171,16 +187,9 @@ impl LogStore {
                     }
                 }
                 assert_eq!(*first_index, self.last_index().next(), "append continues the log");
-                let mut buf = BytesMut::new();
-                for (i, entry) in entries.iter().enumerate() {
-                    let index = LogIndex(first_index.0 + i as u64);
-                    let body = postcard::to_allocvec(&(index, entry)).expect("postcard encodes our own types");
-                    self.positions.push(self.end + buf.len() as u64);
-                    buf.put_u32_le(body.len() as u32);
-                    buf.put_u32_le(crc32c::crc32c(&body));
-                    buf.put_slice(&body);
-                    self.entries.push(entry.clone());
-                }
+                let (buf, positions) = encode_frames(*first_index, entries, self.end);
+                self.positions.extend(positions);
+                self.entries.extend(entries.iter().cloned());
                 let len = buf.len() as u64;
                 if len > 0 {
                     self.file.write_at(self.end, buf.freeze()).await?;
@@ -214,19 +223,40 @@ impl LogStore {
     }
 
     /// A snapshot of the state up to `index` (committed and durable here): the log now starts
-    /// after it. Frames up to `index` stay in the file; recovery skips them.
+    /// after it, and its file holds only what follows. As a restore: the entries after `index`
+    /// are written to a new log file of the next generation and synced *before* the snapshot
+    /// naming that generation is written, so a crash leaves the old snapshot with the old log or
+    /// the new snapshot with the new one; the old file is removed last.
     pub async fn compact(&mut self, meta: SnapshotMeta, data: Bytes) -> io::Result<()> {
         if meta.index <= self.snapshot.index {
             return Ok(());
         }
         assert!(meta.index <= self.last_index(), "snapshot past the log end");
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.to_vec(), generation: self.generation };
-        write_atomic(self.disk.as_ref(), &Self::snapshot_path(&self.dir), encode_checked(&stored)).await?;
         let drop = (meta.index.0 - self.snapshot.index.0) as usize;
-        self.entries.drain(..drop);
-        self.positions.drain(..drop);
+        let kept: Vec<Entry> = self.entries[drop..].to_vec();
+        let generation = self.generation + 1;
+        let path = Self::log_path(&self.dir, generation);
+        let file = self.disk.open(&path, true).await?;
+        file.set_len(0).await?;
+        let (buf, positions) = encode_frames(meta.index.next(), &kept, 0);
+        let end = buf.len() as u64;
+        if end > 0 {
+            file.write_at(0, buf.freeze()).await?;
+        }
+        file.sync_data().await?;
+        self.disk.sync_dir(&self.dir).await?;
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.to_vec(), generation };
+        write_atomic(self.disk.as_ref(), &Self::snapshot_path(&self.dir), encode_checked(&stored)).await?;
+        let old = Self::log_path(&self.dir, self.generation);
+        self.generation = generation;
+        self.file = file;
+        self.entries = kept;
+        self.positions = positions;
+        self.end = end;
         self.snapshot = meta;
         self.snapshot_data = data;
+        // The old file is garbage now; failing to remove it loses nothing.
+        let _ = self.disk.remove(&old).await;
         Ok(())
     }
 }

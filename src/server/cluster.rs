@@ -152,6 +152,10 @@ pub async fn run(broker: Arc<Broker>) {
         leaderless_ticks = 0;
         if !registered {
             registered = register(&broker, me, incarnation, cluster).await;
+            if registered {
+                // The image now holds everything committed before this start's registration.
+                broker.topics.check_orphans();
+            }
             continue;
         }
         if status.role == Role::Leader && status.leader_ready {

@@ -192,7 +192,18 @@ async fn open_quorum_node(
         options: crate::raft::Options { election_timeout_ticks: 10, heartbeat_interval_ticks: 1, ..Default::default() },
         dir: config.data_dir.join(topics::QUORUM_DIR),
     };
-    TopicRegistry::open_quorum(rt.clone(), config.data_dir.clone(), defaults, node_id, cluster_id, quorum_config, transport, inbox).await
+    TopicRegistry::open_quorum(
+        rt.clone(),
+        config.data_dir.clone(),
+        defaults,
+        node_id,
+        cluster_id,
+        quorum_config,
+        config.metadata_snapshot_entries,
+        transport,
+        inbox,
+    )
+    .await
 }
 
 async fn accept_loop(

@@ -225,6 +225,14 @@ struct Quorum {
     /// The log index of each broker's current registration (the controller unfences a broker
     /// once its log holds that index).
     registered_at: std::sync::Mutex<BTreeMap<NodeId, LogIndex>>,
+    /// Compact the quorum's log to a snapshot of the image every this many entries.
+    snapshot_every: u64,
+    /// Snapshots this node's image was rebuilt from (at start, or sent by the leader).
+    snapshots_loaded: std::sync::atomic::AtomicU64,
+    /// Set once this node's image is known to hold everything committed up to some point
+    /// after its start (its registration is applied): the apply task then removes partition
+    /// directories of topics the image no longer has.
+    orphans_check: AtomicBool,
     /// Set when applying committed records failed here (a partition could not be opened): this
     /// node's image can no longer follow the log, so it stops applying and refuses changes.
     failed: AtomicBool,
@@ -416,6 +424,7 @@ impl TopicRegistry {
         node_id: NodeId,
         cluster_id: Uuid,
         quorum: QuorumConfig,
+        snapshot_every: u64,
         transport: TransportHandle,
         inbox: mpsc::Receiver<Envelope>,
     ) -> anyhow::Result<Arc<TopicRegistry>> {
@@ -455,6 +464,9 @@ impl TopicRegistry {
                 applied: applied_rx,
                 outcomes: Default::default(),
                 registered_at: Default::default(),
+                snapshot_every,
+                snapshots_loaded: Default::default(),
+                orphans_check: AtomicBool::new(false),
                 failed: AtomicBool::new(false),
             }),
             state: RwLock::new(Hosted { image: MetadataImage::default(), topics: BTreeMap::new() }),
@@ -469,6 +481,7 @@ impl TopicRegistry {
     /// The quorum's state machine: apply committed batches of records in log order.
     async fn apply_loop(self: Arc<Self>, mut committed: mpsc::UnboundedReceiver<Committed>, applied: watch::Sender<LogIndex>) {
         let Store::Quorum(q) = &self.store else { unreachable!("the apply task runs only on a quorum") };
+        let mut snapshot_at = LogIndex(0);
         while let Some(event) = committed.recv().await {
             let index = match event {
                 Committed::Snapshot { index, data } => {
@@ -481,6 +494,8 @@ impl TopicRegistry {
                     if let Err(e) = self.install(image, false).await {
                         return self.apply_failed(&format!("installing the snapshot at {index:?}: {}", e.message));
                     }
+                    snapshot_at = index;
+                    q.snapshots_loaded.fetch_add(1, Ordering::Relaxed);
                     index
                 }
                 Committed::Entry { index, data: None } => index,
@@ -516,8 +531,63 @@ impl TopicRegistry {
                     index
                 }
             };
+            if snapshot_at == LogIndex(0) || index < snapshot_at {
+                // The first event of this start (the stored snapshot, or the log's first entry).
+                snapshot_at = index;
+            }
+            if index.0 - snapshot_at.0 >= q.snapshot_every {
+                // The image as of `index` exactly: the apply task is the only writer.
+                let data = Bytes::from(encode_snapshot(&self.with_image(MetadataImage::snapshot)));
+                q.handle.compact(index, data);
+                snapshot_at = index;
+            }
+            if q.orphans_check.swap(false, Ordering::SeqCst) {
+                if let Err(e) = self.remove_orphans().await {
+                    tracing::warn!(node = %self.node_id, error = %e, "could not remove partition directories of deleted topics; next start tries again");
+                }
+            }
             applied.send_replace(index);
         }
+    }
+
+    /// Ask the apply task to remove the directories of deleted topics: called once this node's
+    /// image has caught up with what was committed after its start.
+    pub fn check_orphans(&self) {
+        if let Store::Quorum(q) = &self.store {
+            q.orphans_check.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Partition directories whose `partition.metadata` names a topic id the image does not
+    /// have are left from topics deleted while this node was away (a snapshot carries no
+    /// `RemoveTopic` to act on): removed, if they hold only strand's files. A topic created
+    /// after them is in the image already (this runs in the apply task, after the image has
+    /// caught up), so nothing live is touched. Partitions that stayed closed because such a
+    /// directory had their name are opened now.
+    async fn remove_orphans(&self) -> anyhow::Result<()> {
+        let live: Vec<Bytes> = self.with_image(|image| image.topics().map(|t| partition_metadata(t.id)).collect());
+        let mut removed = 0;
+        for name in self.rt.disk.list(&self.data_dir).await? {
+            if parse_partition_dir(&name).is_none() {
+                continue;
+            }
+            let dir = self.data_dir.join(&name);
+            let Some(marker) = read_whole(self.rt.disk.as_ref(), &dir.join(PARTITION_METADATA_FILE)).await? else { continue };
+            if live.contains(&marker) {
+                continue;
+            }
+            let entries = self.rt.disk.list(&dir).await.unwrap_or_default();
+            if entries.iter().all(|e| is_partition_file(e)) {
+                tracing::info!(dir = %name, "removing the partition directory of a deleted topic");
+                self.rt.disk.remove_dir_all(&dir).await?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            let image = self.with_image(Clone::clone);
+            self.install(image, false).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        }
+        Ok(())
     }
 
     fn apply_failed(&self, why: &str) {
@@ -541,6 +611,14 @@ impl TopicRegistry {
         match &self.store {
             Store::File => None,
             Store::Quorum(q) => Some(&q.handle),
+        }
+    }
+
+    /// How many snapshots this node's image was rebuilt from since start (0 on a single node).
+    pub fn snapshots_loaded(&self) -> u64 {
+        match &self.store {
+            Store::File => 0,
+            Store::Quorum(q) => q.snapshots_loaded.load(Ordering::Relaxed),
         }
     }
 
@@ -862,7 +940,11 @@ impl TopicRegistry {
         opened: &mut Vec<Arc<Partition>>,
     ) -> Result<Arc<Topic>, AdminError> {
         let same_configs = old.filter(|o| o.overrides == t.configs);
-        if let Some(o) = same_configs.filter(|o| o.partitions.len() == t.partitions.len()) {
+        let complete = |o: &Topic| {
+            o.partitions.len() == t.partitions.len()
+                && o.partitions.iter().zip(&t.partitions).all(|(h, p)| h.is_some() == p.replicas.contains(&self.node_id))
+        };
+        if let Some(o) = same_configs.filter(|o| complete(o)) {
             return Ok(o.clone());
         }
         let config = match same_configs {
