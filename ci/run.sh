@@ -114,9 +114,13 @@ for seed in 11 12; do
   [ -n "$a" ] && [ "$a" = "$b" ] || { echo "ci/run.sh: sim/tests/cluster_metadata.rs seed $seed is not deterministic: '$a' vs '$b'"; exit 1; }
   echo "seed $seed: $a (twice)"
 done
-# Regression seed: the seed that found admin changes checked against a lagging image.
-MADSIM_TEST_SEED=1796427191703958917 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" \
-  cargo test -p strand-sim --test cluster_metadata --locked >>"$logs/sim-cluster.log" 2>&1
+# Regression seeds: admin changes checked against a lagging image (1796427191703958917); a
+# proposal committed while its broker caught up from a snapshot answered as an error
+# (1796431416972884182).
+for seed in 1796427191703958917 1796431416972884182; do
+  MADSIM_TEST_SEED=$seed RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" \
+    cargo test -p strand-sim --test cluster_metadata --locked >>"$logs/sim-cluster.log" 2>&1 || { echo "ci/run.sh: regression seed $seed fails"; exit 1; }
+done
 if STRAND_PLANTED_BUGS=raft-meta-skip-catch-up RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=16 \
      cargo test -p strand-sim --test cluster_metadata --locked >"$logs/sim-cluster-planted.log" 2>&1; then
   echo "ci/run.sh: planted bug 'raft-meta-skip-catch-up' was NOT caught by sim/tests/cluster_metadata.rs"; exit 1

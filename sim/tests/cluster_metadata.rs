@@ -156,7 +156,10 @@ async fn delete(broker: u32, name: &str) -> Outcome {
         Ok(Some((_, r))) => match r.responses.first().map(|t| t.error_code) {
             Some(0) => Outcome::Ok,
             Some(7) | Some(41) | None => Outcome::Unknown,
-            Some(e) => Outcome::Refused(e),
+            Some(e) => {
+                eprintln!("delete of {name} via {broker}: {e} {:?}", r.responses.first().and_then(|t| t.error_message.as_ref()));
+                Outcome::Refused(e)
+            }
         },
         _ => Outcome::Unknown,
     }

@@ -76,7 +76,11 @@ enum Command {
 /// (`Err(leader it knows)`).
 #[derive(Debug, Serialize, Deserialize)]
 enum Control {
-    Forward { id: u64, data: Bytes },
+    /// `term`: the term of the leader it is sent to, as the sender knows it. A leader proposes
+    /// it only in that term, so a forward that arrives late (queued while the leader was cut off,
+    /// delivered after it was re-elected in a later term) cannot land after a barrier the
+    /// proposer committed meanwhile under another leader.
+    Forward { id: u64, term: Term, data: Bytes },
     Forwarded { id: u64, result: Result<u64, Option<NodeId>> },
 }
 
@@ -94,8 +98,9 @@ pub struct QuorumHandle {
 
 impl QuorumHandle {
     /// Propose `data` (on a follower: forwarded to the leader); the answer comes once it is
-    /// committed (its index), or says why not. Bounded by `timeout_ms` (REQUEST_TIMED_OUT for
-    /// the caller when it passes: Err(None); the entry may still commit later).
+    /// committed (its index), or says why not. `Err(None)`: the outcome is unknown (the entry
+    /// may still commit): `timeout_ms` passed, or the leader it was forwarded to lost its
+    /// leadership before answering.
     pub async fn propose(&self, data: Bytes, timeout_ms: u64) -> Result<LogIndex, Option<ProposeError>> {
         let (reply, answer) = oneshot::channel();
         self.commands.try_send(Command::Propose { data, reply }).map_err(|_| None)?;
@@ -260,6 +265,12 @@ impl Driver {
                 return;
             }
             self.apply_committed();
+            if self.core.leader() != self.status.borrow().leader && !self.forwarded.is_empty() {
+                // The leader they went to is not the leader any more: their answers may never
+                // come. Dropping the replies tells each proposer at once that the outcome is
+                // unknown (it settles that itself) instead of after its timeout.
+                self.forwarded.clear();
+            }
             if let Some((_, left)) = &self.stopping {
                 if self.core.role() != Role::Leader || *left == 0 {
                     let (done, _) = self.stopping.take().expect("checked");
@@ -336,7 +347,7 @@ impl Driver {
                 let id = self.next_forward;
                 self.next_forward += 1;
                 self.forwarded.insert(id, reply);
-                self.send_control(leader, &Control::Forward { id, data });
+                self.send_control(leader, &Control::Forward { id, term: self.core.term(), data });
             }
             leader => {
                 let _ = reply.send(Err(ProposeError::NotLeader { leader }));
@@ -361,8 +372,8 @@ impl Driver {
             }
         };
         match control {
-            Control::Forward { id, data } => {
-                let refused = if self.core.role() == Role::Leader {
+            Control::Forward { id, term, data } => {
+                let refused = if self.core.role() == Role::Leader && self.core.term() == term {
                     match self.core.propose(vec![data], out) {
                         Ok(range) if crate::raft::planted("raft-forward-ack-before-commit") => {
                             // Planted bug: answered before the entry is committed.

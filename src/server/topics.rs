@@ -221,7 +221,8 @@ struct Quorum {
     /// The highest log index whose records are applied to the published image.
     applied: watch::Receiver<LogIndex>,
     /// The last [`OUTCOMES_MAX`] applied batches: refused ones carry the image's reason.
-    outcomes: std::sync::Mutex<BTreeMap<LogIndex, Result<(), ImageError>>>,
+    /// Each with the CRC-32C of its bytes, to find a proposal whose answer was lost.
+    outcomes: std::sync::Mutex<BTreeMap<LogIndex, (u32, Result<(), ImageError>)>>,
     /// The log index of each broker's current registration (the controller unfences a broker
     /// once its log holds that index).
     registered_at: std::sync::Mutex<BTreeMap<NodeId, LogIndex>>,
@@ -246,6 +247,8 @@ enum Committed {
 
 /// How long a proposal waits for its commit and for this node to apply it.
 pub const PROPOSE_TIMEOUT_MS: u64 = 30_000;
+/// How long one attempt waits for its answer before it counts as lost (and is settled).
+const PROPOSE_ATTEMPT_MS: u64 = 5_000;
 
 pub struct TopicRegistry {
     rt: Runtime,
@@ -524,7 +527,7 @@ impl TopicRegistry {
                         }
                     };
                     let mut outcomes = q.outcomes.lock().expect("outcomes lock");
-                    outcomes.insert(index, outcome);
+                    outcomes.insert(index, (crc32c::crc32c(&data), outcome));
                     while outcomes.len() > OUTCOMES_MAX {
                         outcomes.pop_first();
                     }
@@ -841,48 +844,89 @@ impl TopicRegistry {
     }
 
     /// Propose `records` to the quorum and wait until they are applied here; their outcome.
-    /// While no leader is known the proposal is retried (it was never appended); a proposal
-    /// whose answer does not come in time is REQUEST_TIMED_OUT (it may still commit).
+    ///
+    /// While no leader is known the proposal is tried again (it was never appended). When its
+    /// answer is lost (the leader it was forwarded to is gone, or it took too long) it may or may
+    /// not be in the log: an empty batch committed after it settles that (every entry before
+    /// that batch is committed or gone for good), and the proposal's own outcome is looked up by
+    /// its bytes among the batches applied since it was first sent; if it is not there it is
+    /// sent again. So a controller's death costs an election, not a timeout, and a change is
+    /// never applied twice by its own retry. REQUEST_TIMED_OUT after 30 s in all.
     pub async fn propose(&self, records: &[MetadataRecord]) -> Result<(), AdminError> {
+        let deadline = self.rt.clock.monotonic() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
+        let data = Bytes::from(encode_snapshot(records));
         let Store::Quorum(q) = &self.store else {
             return Err(AdminError::new(ErrorCode::NOT_CONTROLLER, "this node is not part of a metadata quorum"));
         };
+        let crc = crc32c::crc32c(&data);
+        let since = *q.applied.borrow();
+        loop {
+            match self.propose_once(&data, deadline).await? {
+                Some(index) => {
+                    return match q.outcomes.lock().expect("outcomes lock").remove(&index) {
+                        Some((_, Ok(()))) => Ok(()),
+                        Some((_, Err(e))) => Err(e.into()),
+                        // Committed, but this node caught up by a snapshot that covers it, so
+                        // it cannot tell whether the image took it: as for a lost answer, the
+                        // client is told the outcome is unknown (REQUEST_TIMED_OUT, retriable).
+                        None => Err(AdminError::new(
+                            ErrorCode::REQUEST_TIMED_OUT,
+                            "the change was committed while this broker caught up from a snapshot; its outcome is unknown here, check before retrying",
+                        )),
+                    };
+                }
+                None if records.is_empty() => continue,
+                None => {
+                    // Settle whether the lost proposal is in the log.
+                    while self.propose_once(&Bytes::from(encode_snapshot(&[])), deadline).await?.is_none() {}
+                    let found = q
+                        .outcomes
+                        .lock()
+                        .expect("outcomes lock")
+                        .iter()
+                        .find(|(i, (c, _))| **i > since && *c == crc)
+                        .map(|(_, (_, outcome))| outcome.clone());
+                    if let Some(outcome) = found {
+                        return outcome.map_err(AdminError::from);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: `Some(index)` once committed and applied here, `None` when the answer was
+    /// lost (it may be in the log), an error when it was refused or the deadline passed.
+    async fn propose_once(&self, data: &Bytes, deadline: Duration) -> Result<Option<LogIndex>, AdminError> {
+        let Store::Quorum(q) = &self.store else { unreachable!("callers check") };
         if q.failed.load(Ordering::SeqCst) {
             return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, "this node stopped applying metadata; restart it"));
         }
-        let data = Bytes::from(encode_snapshot(records));
-        let deadline = self.rt.clock.monotonic() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
         let timed_out = || AdminError::new(ErrorCode::REQUEST_TIMED_OUT, "the metadata quorum did not commit the change in time");
         let index = loop {
             let left = deadline.saturating_sub(self.rt.clock.monotonic()).as_millis() as u64;
             if left == 0 {
+                let status = q.handle.status();
+                tracing::warn!(node = %self.node_id, leader = ?status.leader, term = status.term.0,
+                    "metadata quorum: a change was not committed in time (is the quorum's majority reachable?)");
                 return Err(timed_out());
             }
-            match q.handle.propose(data.clone(), left).await {
+            match q.handle.propose(data.clone(), left.min(PROPOSE_ATTEMPT_MS)).await {
                 Ok(index) => break index,
                 Err(Some(ProposeError::NotLeader { .. } | ProposeError::NotReady | ProposeError::Transferring)) => {
                     // Not appended anywhere: safe to try again once a leader is known.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(Some(e)) => return Err(AdminError::new(ErrorCode::NOT_CONTROLLER, format!("the metadata quorum refused the change: {e}"))),
-                Err(None) => {
-                    let status = q.handle.status();
-                    tracing::warn!(node = %self.node_id, leader = ?status.leader, term = status.term.0,
-                        "metadata quorum: a change was not committed in time (is the quorum's majority reachable?)");
-                    return Err(timed_out());
-                }
+                Err(None) => return Ok(None),
             }
         };
         let mut applied = q.applied.clone();
         let left = deadline.saturating_sub(self.rt.clock.monotonic());
-        match tokio::time::timeout(left, applied.wait_for(|a| *a >= index)).await {
-            Ok(Ok(_)) => {}
-            _ => return Err(timed_out()),
-        }
-        match q.outcomes.lock().expect("outcomes lock").remove(&index) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(e.into()),
-            None => Err(AdminError::new(ErrorCode::UNKNOWN_SERVER_ERROR, "the outcome of the change was lost")),
+        let waited = matches!(tokio::time::timeout(left, applied.wait_for(|a| *a >= index)).await, Ok(Ok(_)));
+        if waited {
+            Ok(Some(index))
+        } else {
+            Err(timed_out())
         }
     }
 
