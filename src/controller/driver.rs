@@ -333,7 +333,7 @@ impl Driver {
             Control::Forward { id, data } => {
                 let refused = if self.core.role() == Role::Leader {
                     match self.core.propose(vec![data], out) {
-                        Ok(range) if crate::runtime::planted("raft-forward-ack-before-commit") => {
+                        Ok(range) if crate::raft::planted("raft-forward-ack-before-commit") => {
                             // Planted bug: answered before the entry is committed.
                             self.send_control(from, &Control::Forwarded { id, result: Ok(range.start.0) });
                             None
