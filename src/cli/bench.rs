@@ -52,6 +52,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.cluster {
+        return crate::cli::bench_cluster::run(&args);
+    }
     if args.record_bytes == 0 || args.produce_mib == 0 {
         bail!("--record-bytes and --produce-mib must be positive");
     }

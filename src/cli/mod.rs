@@ -3,6 +3,7 @@
 //! measures this machine's limits and the broker against them. Bad flags or config print one line naming the problem and exit non-zero.
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_groups;
 pub mod broker;
 pub mod cluster;
@@ -286,8 +287,24 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub runs: u32,
     /// Measure the group coordinator instead (rebalance time, offset-commit throughput).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     pub groups: bool,
+    /// Measure a three-broker cluster of real processes instead (controller failover after
+    /// kill -9, CreateTopics latency, idle CPU), in a fresh temp dir.
+    #[arg(long)]
+    pub cluster: bool,
+    /// --cluster: how many times to kill -9 the active controller.
+    #[arg(long, default_value_t = 10, requires = "cluster")]
+    pub kills: u32,
+    /// --cluster: CreateTopics requests per broker in the latency phase.
+    #[arg(long, default_value_t = 50, requires = "cluster")]
+    pub creates: usize,
+    /// --cluster: seconds of idleness over which the brokers' CPU is sampled.
+    #[arg(long, default_value_t = 10, requires = "cluster")]
+    pub idle_secs: u64,
+    /// --cluster: keep the temp dir (data dirs and broker logs) instead of removing it.
+    #[arg(long, requires = "cluster")]
+    pub keep: bool,
 }
 
 /// Parse the command line and run; returns the process exit code.
