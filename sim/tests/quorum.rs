@@ -2,7 +2,8 @@
 //! own SimDisk that survives its kills (losing what was not synced), over the real
 //! inter-broker transport on madsim's network. A client on every node proposes unique values
 //! through its own node (a follower forwards them to the leader it knows); a nemesis kills and restarts nodes (power loss) and clogs nodes and
-//! links. Checked: at most one leader per term; every node applies the same entry at each index
+//! links. Checked: at most one leader per term; no proposal acknowledged before some node
+//! has committed its index; every node applies the same entry at each index
 //! (across its restarts too); every acknowledged proposal is applied, at its index, by every
 //! node after the faults heal; and the quorum is live after heal with only the nemesis's own
 //! restarts. Run by ci/run.sh: `RUSTFLAGS="--cfg madsim" cargo test -p strand-sim --test quorum`.
@@ -39,6 +40,8 @@ struct History {
     next_value: u64,
     /// The clients stop proposing (the final check).
     stopped: bool,
+    /// Every node's quorum, as of its latest start.
+    quorums: BTreeMap<u32, driver::QuorumHandle>,
 }
 
 type Shared = Arc<Mutex<History>>;
@@ -96,6 +99,7 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
         Ok(q) => q,
         Err(e) => panic!("node {id}: the quorum log did not open: {e}"),
     };
+    history.lock().unwrap().quorums.insert(id, quorum.clone());
     loop {
         let status = quorum.status();
         if status.role == Role::Leader {
@@ -118,7 +122,14 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
                 h.next_value
             };
             if let Ok(index) = quorum.propose(Bytes::copy_from_slice(&value.to_be_bytes()), 2000).await {
-                history.lock().unwrap().acked.insert(value, index.0);
+                let mut h = history.lock().unwrap();
+                // An acknowledgement comes only once the entry is committed: some node (its
+                // leader) must have published a commit index that covers it by now.
+                let committed = h.quorums.values().map(|q| q.status().commit_index).max().unwrap_or_default();
+                if committed < index {
+                    h.violations.push(format!("node {id}: value {value} acknowledged at {index:?}, but no node has committed past {committed:?}"));
+                }
+                h.acked.insert(value, index.0);
             }
         } else {
             sleep(Duration::from_millis(20)).await;
