@@ -49,7 +49,7 @@ suites=$(grep -c '^test result:' "$logs/test.log" || true)
 done_step "$passed tests passed in $suites suites"
 
 step "planted bugs vs proptests/tests/log_model.rs"
-for bug in torn-tail-off-by-one skip-recovery-crc; do
+for bug in torn-tail-off-by-one skip-recovery-crc replica-stale-sync-counts; do
   if STRAND_PLANTED_BUGS=$bug cargo test -p strand-proptests --features planted-bugs --locked --test log_model >"$logs/planted-$bug.log" 2>&1; then
     echo "ci/run.sh: planted bug '$bug' was NOT caught by proptests/tests/log_model.rs"; exit 1
   fi

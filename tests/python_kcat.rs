@@ -184,3 +184,11 @@ fn kafka_python_group_shares_partitions_and_resumes() {
     create_topic(&broker, "py-group", 4);
     assert_eq!(run_python(&broker, "kafka_python_group.py", &["py-group", "4", "400"]), "ok 400");
 }
+
+/// OffsetForLeaderEpoch from the leader-epoch cache, with Kafka's current-leader-epoch check,
+/// and a KIP-320 consumer reading records that carry their leader epoch ([replication]).
+#[test]
+fn kafka_python_offset_for_leader_epoch() {
+    let broker = Broker::start("kafka-python-epochs");
+    assert_eq!(run_python(&broker, "kafka_python_offset_for_leader_epoch.py", &[]), "ok");
+}

@@ -238,7 +238,7 @@ mod sim {
         // The Raft core is not on the simulated broker's path yet (the broker runs one node);
         // its planted bugs are proven against the Raft harness in proptests/ (ci/run.sh). When
         // the cluster runs under the simulator, they join this list.
-        for bug in strand::runtime::planted::PLANTED_BUGS.iter().filter(|b| !strand::runtime::planted::is_raft_bug(b)) {
+        for bug in strand::runtime::planted::PLANTED_BUGS.iter().filter(|b| !strand::runtime::planted::is_cluster_bug(b)) {
             let (mut first, mut caught) = (None, 0u64);
             for seed in seeds.clone() {
                 let r = run_seed_isolated(seed, Some(bug));

@@ -18,9 +18,15 @@
 //!   recovery scans only the segments that may hold data at or past it;
 //! - `log-start-offset`: the log start offset, so retention never moves it backwards.
 //! Both checkpoints are 8 bytes (i64 BE) plus a CRC-32C (u32 BE), replaced atomically.
+//! - `leader-epoch-checkpoint`: the leader-epoch cache (see `epochs.rs`).
+//!
+//! A replica's log also has a high watermark (the Raft commit index, set by its owner): it
+//! never moves back, and `truncate_to` never cuts below it (`truncate.rs`).
 
+pub mod epochs;
 pub mod producers;
 mod segment;
+mod truncate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,10 +94,14 @@ pub struct SyncPoint {
     pub upto: i64,
     /// Size of the active segment file (the last of `files`) at that time.
     pub active_bytes: u64,
+    /// The log's truncation count when the point was taken: a sync that a truncation overtook
+    /// proves nothing about the bytes written since (`mark_durable` ignores it).
+    truncations: u64,
 }
 
 const RECOVERY_CHECKPOINT: &str = "recovery-checkpoint";
 const LOG_START_CHECKPOINT: &str = "log-start-offset";
+const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 /// Largest read issued at once when skipping from an index entry to the wanted batch.
 const READ_SLACK_BYTES: usize = 64 * 1024;
 
@@ -107,6 +117,14 @@ pub struct PartitionLog {
     failed: Option<String>,
     /// Idempotent producers' recent batches (rebuilt from the last segments at open).
     producers: producers::ProducerStates,
+    /// Leader epoch -> its first offset, durable in `leader-epoch-checkpoint`.
+    epochs: epochs::EpochCache,
+    /// The epoch stamped on appended batches (`set_leader_epoch`).
+    leader_epoch: i32,
+    /// The commit index as its owner last published it (never below the log start).
+    high_watermark: i64,
+    /// How many times the log was truncated (see `SyncPoint`).
+    truncations: u64,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -274,10 +292,155 @@ impl PartitionLog {
             durable_offset: log_end_offset,
             failed: None,
             producers: producers::ProducerStates::default(),
+            epochs: epochs::EpochCache::default(),
+            leader_epoch: 0,
+            high_watermark: log_start_offset,
+            truncations: 0,
         };
+        log.load_epochs().await?;
+        log.leader_epoch = log.epochs.latest().map_or(0, |e| e.epoch);
         log.rebuild_producers().await;
         log.check_invariants();
         Ok(log)
+    }
+
+    /// Load the leader-epoch cache and fit it to the recovered log (an epoch whose batches
+    /// were lost in a crash is dropped). A missing or damaged checkpoint of a log that holds
+    /// batches is rebuilt from their `partition_leader_epoch`.
+    async fn load_epochs(&mut self) -> Result<()> {
+        let path = self.dir.join(EPOCH_CHECKPOINT);
+        let mut loaded = None;
+        for _ in 0..CHECKPOINT_READS {
+            match crate::runtime::disk::read_whole(self.rt.disk.as_ref(), &path).await.map_err(io_err(&path))? {
+                None => break,
+                Some(b) => {
+                    if let Some(cache) = epochs::EpochCache::decode(&b) {
+                        loaded = Some(cache);
+                        break;
+                    }
+                }
+            }
+        }
+        let empty = self.log_end_offset() == self.segments[0].base_offset;
+        let mut cache = match &loaded {
+            Some(cache) => cache.clone(),
+            None if empty => epochs::EpochCache::default(),
+            None => {
+                tracing::warn!(dir = %self.dir.display(), "leader-epoch checkpoint missing or damaged; rebuilding it from the batches");
+                let mut cache = epochs::EpochCache::default();
+                let complete = self
+                    .visit_batches(0, |b| {
+                        let epoch = b.partition_leader_epoch();
+                        if epoch >= 0 && cache.latest().is_none_or(|l| epoch > l.epoch) {
+                            cache.assign(epoch, b.base_offset());
+                        }
+                    })
+                    .await;
+                if !complete {
+                    return Err(Error::Corrupt {
+                        path,
+                        detail: "the leader-epoch checkpoint is missing or damaged and the log cannot be read back to rebuild it".into(),
+                    });
+                }
+                cache
+            }
+        };
+        cache.truncate_from_end(self.log_end_offset());
+        cache.truncate_from_start(self.log_start_offset);
+        self.epochs = cache;
+        if loaded.as_ref() != Some(&self.epochs) {
+            self.write_epochs().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_epochs(&self) -> Result<()> {
+        let path = self.dir.join(EPOCH_CHECKPOINT);
+        crate::runtime::disk::write_atomic(self.rt.disk.as_ref(), &path, Bytes::from(self.epochs.encode())).await.map_err(io_err(&path))
+    }
+
+    /// The epoch stamped on the batches appended from now on (the partition's leader epoch, the
+    /// Raft term, when this replica leads). It never goes back.
+    pub fn set_leader_epoch(&mut self, epoch: i32) {
+        assert!(epoch >= self.leader_epoch, "leader epoch {epoch} set after {}", self.leader_epoch);
+        self.leader_epoch = epoch;
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    pub fn epochs(&self) -> &epochs::EpochCache {
+        &self.epochs
+    }
+
+    /// OffsetForLeaderEpoch: `(epoch, end offset)` as `EpochCache::end_offset_for`.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// The commit index moved to `hw` (clamped to the log end: a follower may learn a commit
+    /// index past what it holds). It never moves back.
+    pub fn advance_high_watermark(&mut self, hw: i64) {
+        let hw = hw.min(self.log_end_offset());
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+        }
+        self.check_invariants();
+    }
+
+    /// Call `visit` on every batch header of the segments from `from` on, in order. Returns
+    /// false if a part could not be read back whole and valid (a read is tried a few times).
+    async fn visit_batches(&self, from: usize, mut visit: impl FnMut(&batch::BatchView<'_>)) -> bool {
+        const CHUNK_BYTES: u64 = 1 << 20;
+        /// Reads of one chunk before giving up (a read may be transiently bad, as recovery
+        /// also assumes).
+        const ATTEMPTS: usize = 3;
+        for seg in &self.segments[from..] {
+            let mut pos = 0u64;
+            while pos < seg.size_bytes {
+                let want = (seg.size_bytes - pos).min(CHUNK_BYTES);
+                let mut advanced = None;
+                for _ in 0..ATTEMPTS {
+                    let Ok(chunk) = seg.file.read_at(pos, want as usize).await else { continue };
+                    if chunk.len() as u64 != want {
+                        continue;
+                    }
+                    let Ok((batches, covered)) = split_batches(&chunk) else { continue };
+                    if covered == 0 {
+                        // One batch larger than the chunk: read exactly it.
+                        let len = i32::from_be_bytes(chunk[batch::BATCH_LENGTH_AT..batch::BATCH_LENGTH_AT + 4].try_into().expect("4 bytes"));
+                        let size = batch::LOG_OVERHEAD_BYTES as u64 + len.max(0) as u64;
+                        let Ok(whole) = seg.file.read_at(pos, size as usize).await else { continue };
+                        match validate_record_set(&whole) {
+                            Ok(v) if v.len() == 1 && whole.len() as u64 == size => {
+                                visit(&v[0]);
+                                advanced = Some(size);
+                                break;
+                            }
+                            _ => continue,
+                        }
+                    }
+                    if batches.iter().enumerate().any(|(i, b)| b.validate(i).is_err()) {
+                        continue;
+                    }
+                    for b in &batches {
+                        visit(b);
+                    }
+                    advanced = Some(covered as u64);
+                    break;
+                }
+                match advanced {
+                    Some(n) => pos += n,
+                    None => return false,
+                }
+            }
+        }
+        true
     }
 
     fn active(&self) -> &Segment {
@@ -289,6 +452,13 @@ impl PartitionLog {
     }
 
     fn check_invariants(&self) {
+        assert!(self.log_start_offset <= self.high_watermark, "log start {} > high watermark {}", self.log_start_offset, self.high_watermark);
+        assert!(self.high_watermark <= self.log_end_offset(), "high watermark {} > log end {}", self.high_watermark, self.log_end_offset());
+        if let Some(latest) = self.epochs.latest() {
+            // (At the log end only when retention emptied the log: the epoch still holds the start.)
+            assert!(latest.start_offset <= self.log_end_offset(), "epoch {latest:?} starts past the log end {}", self.log_end_offset());
+            assert!(self.epochs.entries()[0].start_offset >= self.log_start_offset, "epoch cache starts below the log start {}", self.log_start_offset);
+        }
         assert!(self.log_start_offset <= self.durable_offset, "log start {} > durable {}", self.log_start_offset, self.durable_offset);
         assert!(self.durable_offset <= self.log_end_offset(), "durable {} > log end {}", self.durable_offset, self.log_end_offset());
         for w in self.segments.windows(2) {
@@ -348,7 +518,7 @@ impl PartitionLog {
             let whole = if log_append_time { size } else { batch::HEADER_BYTES };
             let mut patched = BytesMut::from(&records[pos..pos + whole]);
             batch::set_base_offset(&mut patched, next);
-            batch::set_partition_leader_epoch(&mut patched, 0);
+            batch::set_partition_leader_epoch(&mut patched, self.leader_epoch);
             if log_append_time {
                 batch::set_log_append_time(&mut patched, now_ms);
             }
@@ -364,6 +534,7 @@ impl PartitionLog {
         }
         let total_bytes = pos as u64;
         self.maybe_roll(total_bytes, span, now_ms).await?;
+        self.note_epoch(self.leader_epoch, base_offset).await?;
         let position = self.active().size_bytes;
         let file = self.active().file.clone();
         if let Err(e) = file.write_parts_at(position, parts).await {
@@ -397,63 +568,34 @@ impl PartitionLog {
         })
     }
 
+    /// Before a batch of `epoch` is written at `offset`: a new epoch's entry is made durable
+    /// first, so the checkpoint always covers every batch on disk.
+    async fn note_epoch(&mut self, epoch: i32, offset: i64) -> Result<()> {
+        match self.epochs.needs_entry(epoch, offset) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                self.epochs.assign(epoch, offset);
+                self.write_epochs().await
+            }
+            Err(latest) => panic!("{}: a batch of epoch {epoch} appended after epoch {} (from offset {})", self.dir.display(), latest.epoch, latest.start_offset),
+        }
+    }
+
     /// Rebuild idempotent producers' state from the batches of the last two segments (as Kafka
     /// does without producer snapshots). Anything unexpected (a read error, a batch that does
     /// not validate) leaves the state empty instead: unknown producers are accepted at any
     /// sequence, so an incomplete state could refuse a good producer but an empty one cannot.
     async fn rebuild_producers(&mut self) {
-        const CHUNK_BYTES: u64 = 1 << 20;
-        /// Reads of one chunk before giving up (a read may be transiently bad, as recovery
-        /// also assumes).
-        const ATTEMPTS: usize = 3;
         let from = self.segments.len().saturating_sub(2);
         let mut states = producers::ProducerStates::default();
         let now = self.rt.clock.wall_ms();
-        for seg in &self.segments[from..] {
-            let mut pos = 0u64;
-            while pos < seg.size_bytes {
-                let want = (seg.size_bytes - pos).min(CHUNK_BYTES);
-                let mut advanced = None;
-                for _ in 0..ATTEMPTS {
-                    let Ok(chunk) = seg.file.read_at(pos, want as usize).await else { continue };
-                    if chunk.len() as u64 != want {
-                        continue;
-                    }
-                    let Ok((batches, covered)) = split_batches(&chunk) else { continue };
-                    if covered == 0 {
-                        // One batch larger than the chunk: read exactly it.
-                        let len = i32::from_be_bytes(chunk[batch::BATCH_LENGTH_AT..batch::BATCH_LENGTH_AT + 4].try_into().expect("4 bytes"));
-                        let size = batch::LOG_OVERHEAD_BYTES as u64 + len.max(0) as u64;
-                        let Ok(whole) = seg.file.read_at(pos, size as usize).await else { continue };
-                        match validate_record_set(&whole) {
-                            Ok(v) if v.len() == 1 && whole.len() as u64 == size => {
-                                states.record(&v[0], now);
-                                advanced = Some(size);
-                                break;
-                            }
-                            _ => continue,
-                        }
-                    }
-                    if batches.iter().enumerate().any(|(i, b)| b.validate(i).is_err()) {
-                        continue;
-                    }
-                    for b in &batches {
-                        states.record(b, now);
-                    }
-                    advanced = Some(covered as u64);
-                    break;
-                }
-                match advanced {
-                    Some(n) => pos += n,
-                    None => {
-                        producers::REBUILDS_ABANDONED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(dir = %self.dir.display(), "cannot read back producer state; idempotent producers start fresh");
-                        return;
-                    }
-                }
-            }
+        if self.visit_batches(from, |b| states.record(b, now)).await {
+            self.producers = states;
+        } else {
+            producers::REBUILDS_ABANDONED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(dir = %self.dir.display(), "cannot read back producer state; idempotent producers start fresh");
+            self.producers = producers::ProducerStates::default();
         }
-        self.producers = states;
     }
 
     /// Roll to a new segment if appending `incoming_bytes` holding `incoming_offsets` records
@@ -500,11 +642,22 @@ impl PartitionLog {
     pub fn sync_point(&self) -> SyncPoint {
         let upto = self.log_end_offset();
         let files = if self.durable_offset < upto { vec![self.active().file.clone()] } else { Vec::new() };
-        SyncPoint { files, upto, active_bytes: self.active().size_bytes }
+        SyncPoint { files, upto, active_bytes: self.active().size_bytes, truncations: self.truncations }
     }
 
-    /// Record that a sync of `sync_point()` taken at `upto` succeeded.
-    pub fn mark_durable(&mut self, upto: i64) {
+    /// Record that the sync of `point` succeeded. A point taken before a truncation proves
+    /// nothing (the bytes it covered may have been cut and others written in their place):
+    /// it is ignored, and the next sync covers what is there now.
+    pub fn mark_durable(&mut self, point: &SyncPoint) {
+        #[cfg(feature = "planted-bugs")]
+        let stale_counts = crate::runtime::planted("replica-stale-sync-counts");
+        #[cfg(not(feature = "planted-bugs"))]
+        let stale_counts = false;
+        if point.truncations != self.truncations && !stale_counts {
+            return;
+        }
+        // (Planted bug: a sync overtaken by a truncation counts; it is clamped to the log end.)
+        let upto = if stale_counts { point.upto.min(self.log_end_offset()) } else { point.upto };
         assert!(upto <= self.log_end_offset(), "durable {upto} beyond log end {}", self.log_end_offset());
         if upto > self.durable_offset {
             self.durable_offset = upto;
@@ -679,6 +832,12 @@ impl PartitionLog {
             write_checkpoint(&self.rt, &self.dir.join(LOG_START_CHECKPOINT), new_start).await?;
         }
         self.log_start_offset = self.log_start_offset.max(new_start);
+        self.high_watermark = self.high_watermark.max(self.log_start_offset);
+        let epochs_before = self.epochs.clone();
+        self.epochs.truncate_from_start(self.log_start_offset);
+        if self.epochs != epochs_before {
+            self.write_epochs().await?;
+        }
         let removed: Vec<Segment> = self.segments.drain(..segments).collect();
         for seg in &removed {
             for p in [segment::log_path(&self.dir, seg.base_offset), segment::index_path(&self.dir, seg.base_offset), segment::time_index_path(&self.dir, seg.base_offset)] {
@@ -741,7 +900,9 @@ impl PartitionLog {
         let file = self.active().file.clone();
         file.sync_data().await.map_err(io_err(file.path()))?;
         let upto = self.log_end_offset();
-        self.mark_durable(upto);
+        if upto > self.durable_offset {
+            self.durable_offset = upto;
+        }
         self.active().write_indexes(&self.rt, &self.dir).await?;
         write_checkpoint(&self.rt, &self.dir.join(RECOVERY_CHECKPOINT), self.durable_offset).await?;
         Ok(())
@@ -764,6 +925,8 @@ fn truncate_point(valid_bytes: u64) -> u64 {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod truncate_tests;
 
 /// A read planned under the partition's lock and run without it, so appends, syncs and other
 /// reads of the partition go on while this one waits for the disk. It covers the segments as

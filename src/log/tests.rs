@@ -8,9 +8,9 @@ use super::*;
 use crate::protocol::batch::{build_simple_batch, split_batches};
 use crate::runtime::Runtime;
 
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 impl TempDir {
-    fn new(name: &str) -> TempDir {
+    pub(super) fn new(name: &str) -> TempDir {
         let n = std::sync::atomic::AtomicU64::new(0);
         let _ = n;
         let dir = std::env::temp_dir().join(format!("strand-log-{name}-{}", std::process::id()));
@@ -24,20 +24,20 @@ impl Drop for TempDir {
     }
 }
 
-fn small_config() -> TopicConfig {
+pub(super) fn small_config() -> TopicConfig {
     let mut c = TopicConfig::default();
     c.set("segment.bytes", "1024").unwrap();
     c.set("index.interval.bytes", "128").unwrap();
     c
 }
 
-fn batch(values: &[&str], ts: i64) -> Bytes {
+pub(super) fn batch(values: &[&str], ts: i64) -> Bytes {
     let v: Vec<&[u8]> = values.iter().map(|s| s.as_bytes()).collect();
     build_simple_batch(0, ts, &v)
 }
 
 /// All (offset, value) pairs readable from `from`, one batch at a time.
-async fn read_all(log: &PartitionLog, from: i64) -> Vec<(i64, String)> {
+pub(super) async fn read_all(log: &PartitionLog, from: i64) -> Vec<(i64, String)> {
     use kafka_protocol::records::RecordBatchDecoder;
     let mut out = Vec::new();
     let mut offset = from;
@@ -58,12 +58,12 @@ async fn read_all(log: &PartitionLog, from: i64) -> Vec<(i64, String)> {
     }
 }
 
-async fn sync_all(log: &mut PartitionLog) {
+pub(super) async fn sync_all(log: &mut PartitionLog) {
     let point = log.sync_point();
     for f in &point.files {
         f.sync_data().await.unwrap();
     }
-    log.mark_durable(point.upto);
+    log.mark_durable(&point);
 }
 
 #[tokio::test]
@@ -503,7 +503,7 @@ async fn failed_fsync_fails_the_partition_until_restart() {
     p.append(batch(&["after restart"], 1), Acks::Durable).await.unwrap();
 }
 
-fn producer_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
+pub(super) fn producer_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
     let records: Vec<(Option<Bytes>, Option<Bytes>)> = values.iter().map(|v| (None, Some(Bytes::from(v.to_string())))).collect();
     crate::protocol::batch::build_producer_batch(0, 1000, pid, epoch, seq, &records)
 }

@@ -10,7 +10,7 @@
 //! later appends are refused until restart (the sync is never retried as if it had worked).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,6 +39,8 @@ pub struct Partition {
     high_watermark: watch::Sender<i64>,
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
+    /// The leader epoch this replica appends in (the metadata image's, for this partition).
+    leader_epoch: AtomicI32,
     /// Set (with the reason) when the log failed.
     failed: std::sync::Mutex<Option<String>>,
     flush_wanted: Notify,
@@ -77,6 +79,7 @@ impl Partition {
             dir,
             log_start_offset: AtomicI64::new(log.log_start_offset()),
             log_end_offset: AtomicI64::new(log.log_end_offset()),
+            leader_epoch: AtomicI32::new(log.leader_epoch()),
             log: Mutex::new(Some(log)),
             high_watermark,
             failed: std::sync::Mutex::new(None),
@@ -180,6 +183,39 @@ impl Partition {
         *self.high_watermark.borrow()
     }
 
+    /// The leader epoch the metadata gives this partition: batches appended from now on carry
+    /// it, and the leader-epoch cache starts it at their offset. A lower epoch than the one in
+    /// use (an image replayed from further back at a restart) changes nothing.
+    pub async fn set_leader_epoch(&self, epoch: i32) {
+        if epoch <= self.leader_epoch() {
+            return;
+        }
+        let mut guard = self.log.lock().await;
+        if let Some(log) = guard.as_mut() {
+            if epoch > log.leader_epoch() {
+                log.set_leader_epoch(epoch);
+                self.leader_epoch.store(epoch, Ordering::SeqCst);
+            }
+        }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::SeqCst)
+    }
+
+    /// OffsetForLeaderEpoch: `(epoch, end offset)`, as `EpochCache::end_offset_for`.
+    pub async fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64)> {
+        let guard = self.log.lock().await;
+        let log = guard.as_ref().ok_or_else(|| self.closed_error())?;
+        Ok(log.end_offset_for_epoch(epoch))
+    }
+
+    /// The epoch of the batch holding `offset` (for ListOffsets' answer), or -1 if none is known.
+    pub async fn epoch_for_offset(&self, offset: i64) -> i32 {
+        let guard = self.log.lock().await;
+        guard.as_ref().and_then(|log| log.epochs().epoch_for_offset(offset)).unwrap_or(crate::log::epochs::UNDEFINED_EPOCH)
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.load(Ordering::SeqCst)
     }
@@ -276,7 +312,9 @@ impl Partition {
         }
     }
 
-    fn publish(&self, log: &PartitionLog) {
+    fn publish(&self, log: &mut PartitionLog) {
+        // A single replica: its durable offset is the commit index.
+        log.advance_high_watermark(log.durable_offset());
         let durable = log.durable_offset();
         self.high_watermark.send_if_modified(|hw| {
             assert!(durable >= *hw, "high watermark moved back from {hw} to {durable}");
@@ -342,7 +380,7 @@ async fn flush_loop(p: Arc<Partition>) {
             // Planted bug: publish the new high watermark (and so answer acks) before syncing.
             let mut guard = p.log.lock().await;
             let Some(log) = guard.as_mut() else { return };
-            log.mark_durable(point.upto);
+            log.mark_durable(&point);
             p.publish(log);
         }
         // A small sync (latency-bound: the journal commit dominates) waits for the round in
@@ -375,7 +413,7 @@ async fn flush_loop(p: Arc<Partition>) {
         let Some(log) = guard.as_mut() else { return };
         match error {
             None => {
-                log.mark_durable(point.upto);
+                log.mark_durable(&point);
                 p.publish(log);
                 drop(guard);
                 // Acks are out; let the kernel reuse the pages of older synced data, beside the

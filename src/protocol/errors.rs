@@ -54,6 +54,8 @@ impl ErrorCode {
     pub const NOT_CONTROLLER: ErrorCode = ErrorCode(41);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
     pub const BROKER_NOT_AVAILABLE: ErrorCode = ErrorCode(8);
+    pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
+    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode(75);
     pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
     pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);

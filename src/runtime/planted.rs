@@ -26,8 +26,11 @@
 //! soon as it is appended, before it commits; caught by `sim/tests/quorum.rs`), and the
 //! replica manager's (`server/topics.rs`): `raft-meta-skip-catch-up` (an admin change is checked
 //! against this broker's possibly lagging image instead of first catching up with the
-//! quorum; caught by `sim/tests/cluster_metadata.rs`). Every `raft-` bug is proven by the Raft
-//! and cluster harnesses, so the single-node simulator's planted sweep skips them.
+//! quorum; caught by `sim/tests/cluster_metadata.rs`). A replica's log (`src/log/truncate.rs`):
+//! `replica-stale-sync-counts` (a sync that a truncation overtook still marks the log durable,
+//! so bytes written after the cut count as synced; caught by `proptests/tests/log_model.rs`).
+//! Every `raft-` and `replica-` bug is proven by the Raft, cluster and log harnesses (the
+//! single-node broker never truncates), so the single-node simulator's planted sweep skips them.
 //!
 //! Switch on with `set_planted(&["name"])`, or the environment variable
 //! `STRAND_PLANTED_BUGS=name,name` read at first use.
@@ -52,11 +55,18 @@ pub const PLANTED_BUGS: &[&str] = &[
     "raft-read-without-quorum",
     "raft-forward-ack-before-commit",
     "raft-meta-skip-catch-up",
+    "replica-stale-sync-counts",
 ];
 
 /// Whether `name` is a planted bug of the Raft core (proven by proptests/'s Raft harness).
 pub fn is_raft_bug(name: &str) -> bool {
     name.starts_with("raft-")
+}
+
+/// Whether `name` is a planted bug on a path the single-node simulator never takes (the Raft
+/// core and its shells, a replica's truncation): proven by the other harnesses instead.
+pub fn is_cluster_bug(name: &str) -> bool {
+    is_raft_bug(name) || name.starts_with("replica-")
 }
 
 static ACTIVE: RwLock<Option<Vec<String>>> = RwLock::new(None);

@@ -964,7 +964,16 @@ impl TopicRegistry {
         }
         let removed: Vec<Arc<Topic>> =
             hosted.values().filter(|o| topics.get(&o.name).is_none_or(|t| t.id != o.id)).cloned().collect();
+        // Each hosted partition appends in the leader epoch the image gives it.
+        let epochs: Vec<(Arc<Partition>, i32)> = next
+            .topics()
+            .filter_map(|t| topics.get(&t.name).map(|hosted| (t, hosted)))
+            .flat_map(|(t, hosted)| hosted.hosted().filter_map(move |(i, p)| Some((p.clone(), t.partitions.get(i as usize)?.leader_epoch))))
+            .collect();
         *self.state.write().expect("topics lock") = Hosted { image: next, topics };
+        for (partition, epoch) in epochs {
+            partition.set_leader_epoch(epoch).await;
+        }
         for (partition, config) in reconfigured {
             partition.set_config(config).await;
         }

@@ -101,6 +101,11 @@ fn seed(key: ApiKey) -> RequestKind {
                 .with_name(topic())
                 .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default().with_partition_index(0).with_offset(1)]),
         ])),
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default().with_topic(topic()).with_partitions(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderPartition::default().with_partition(0).with_current_leader_epoch(-1).with_leader_epoch(0),
+            ]),
+        ])),
         ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
             alter_configs_request::AlterConfigsResource::default().with_resource_type(2).with_resource_name(s(TOPIC)).with_configs(vec![
                 alter_configs_request::AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("60000"))),
@@ -150,6 +155,7 @@ fn default_request(key: ApiKey) -> RequestKind {
         ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(Default::default()),
         ApiKey::CreatePartitions => RequestKind::CreatePartitions(Default::default()),
         ApiKey::DeleteRecords => RequestKind::DeleteRecords(Default::default()),
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(Default::default()),
         ApiKey::AlterConfigs => RequestKind::AlterConfigs(Default::default()),
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),

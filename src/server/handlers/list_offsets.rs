@@ -38,8 +38,20 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest)
                 Ok(partition) => match lookup(partition, p.timestamp).await {
                     Ok((offset, timestamp)) => {
                         let r = base.with_offset(offset).with_timestamp(timestamp);
-                        // leader_epoch exists from v4; the encoder rejects it earlier.
-                        if version >= 4 { r.with_leader_epoch(0) } else { r }
+                        // leader_epoch exists from v4 (the encoder rejects it earlier). As Kafka:
+                        // for the latest offset the current leader epoch (a Kafka leader enters
+                        // its epoch in the cache when elected), else the epoch of the batch
+                        // holding the offset (-1 if none).
+                        if version >= 4 {
+                            let epoch = match (p.timestamp, offset) {
+                                (LATEST_TIMESTAMP, _) => partition.leader_epoch(),
+                                (_, o) if o >= 0 => partition.epoch_for_offset(o).await,
+                                _ => -1,
+                            };
+                            r.with_leader_epoch(epoch)
+                        } else {
+                            r
+                        }
                     }
                     Err(code) => base.with_error_code(code.code()),
                 },
