@@ -63,7 +63,8 @@ pub struct BrokerArgs {
     #[arg(long)]
     pub controller_quorum: Option<String>,
     /// The cluster id, needed at the first start of a quorum node (then stored in the data dir).
-    #[arg(long)]
+    /// Kafka's ids are base64url and may start with '-': such a value is taken as the id.
+    #[arg(long, allow_hyphen_values = true)]
     pub cluster_id: Option<String>,
     /// `broker.rack`, for rack-aware placement.
     #[arg(long)]
@@ -362,4 +363,21 @@ fn init_tracing() {
 /// A tokio runtime for client commands and the broker.
 pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// A generated cluster id may start with '-' (base64url); `strand cluster` once passed such
+    /// an id as a separate argument and every node refused it as an unknown flag.
+    #[test]
+    fn a_cluster_id_starting_with_a_dash_is_taken_as_the_id() {
+        for args in [&["strand", "broker", "--cluster-id", "-mJxUYyHRKKQEIbDOkhMEA"][..], &["strand", "broker", "--cluster-id=-mJxUYyHRKKQEIbDOkhMEA"][..]] {
+            match super::Cli::try_parse_from(args).unwrap().command {
+                super::Command::Broker(b) => assert_eq!(b.cluster_id.as_deref(), Some("-mJxUYyHRKKQEIbDOkhMEA")),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }
