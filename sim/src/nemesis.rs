@@ -1,6 +1,7 @@
 //! The cluster tests' nemesis: rounds of one fault each, drawn from the seed: a node killed
 //! with power loss (its SimDisk loses what was not synced) and restarted, a node clogged
-//! (cut off both ways), or one link clogged; each held for a while, then healed.
+//! (cut off both ways), one link clogged (one way), or a node paused (its tasks and timers stop,
+//! as a long GC or SIGSTOP, and go on where they were); each held for a while, then healed.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub async fn kills_and_clogs(ids: &[NodeId], disks: &[SimDisk], rounds: usize, h
     for _ in 0..rounds {
         let (fault, victim, other) = {
             let mut rng = madsim::rand::thread_rng();
-            (rng.gen_range(0..3), rng.gen_range(0..ids.len()), rng.gen_range(0..ids.len()))
+            (rng.gen_range(0..4), rng.gen_range(0..ids.len()), rng.gen_range(0..ids.len()))
         };
         let hold = Duration::from_millis(madsim::rand::thread_rng().gen_range(hold_ms.clone()));
         match fault {
@@ -36,6 +37,11 @@ pub async fn kills_and_clogs(ids: &[NodeId], disks: &[SimDisk], rounds: usize, h
                 net.clog_node(ids[victim]);
                 sleep(hold).await;
                 net.unclog_node(ids[victim]);
+            }
+            2 => {
+                handle.pause(ids[victim]);
+                sleep(hold).await;
+                handle.resume(ids[victim]);
             }
             _ => {
                 if victim != other {

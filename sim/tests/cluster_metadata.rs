@@ -1,8 +1,9 @@
 //! The metadata quorum inside the real broker (`server::start` with `controller_quorum`) on
-//! three simulated nodes, each with its own SimDisk (surviving its kills, losing what was not
-//! synced) and its own skewed, drifting clock, over madsim's network. A client sends
-//! CreateTopics and DeleteTopics to random brokers (a non-controller forwards them to the
-//! active controller) while a nemesis kills nodes with power loss and clogs nodes and links.
+//! three or five simulated nodes (the seed picks), each with its own SimDisk (surviving its
+//! kills, losing what was not synced) and its own skewed, drifting clock, over madsim's
+//! network. A client sends CreateTopics and DeleteTopics to random brokers (a non-controller
+//! forwards them to the active controller) while a nemesis kills nodes with power loss, clogs
+//! nodes and links, and pauses nodes.
 //!
 //! The metadata log is compacted to a snapshot every 20 entries, so restarted nodes start from
 //! snapshots and lagging ones are sent them. Checked: at most one controller leader per term; every broker's metadata image converges to
@@ -34,7 +35,12 @@ use strand::server::Broker;
 use strand_sim::clock::SimClock;
 use strand_sim::disk::SimDisk;
 
-const NODES: u32 = 3;
+/// How many nodes this seed runs (3 or 5), drawn at the start of the test.
+static NODES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(3);
+
+fn nodes() -> u32 {
+    NODES.load(std::sync::atomic::Ordering::SeqCst)
+}
 
 fn ip(id: u32) -> IpAddr {
     IpAddr::from([10, 0, 9, id as u8])
@@ -65,7 +71,7 @@ type Shared = Arc<Mutex<History>>;
 
 async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
     let runtime = Runtime { disk: Arc::new(disk), clock: Arc::new(clock) };
-    let quorum: Vec<String> = (1..=NODES).map(|i| format!("{i}@{}:7200", ip(i))).collect();
+    let quorum: Vec<String> = (1..=nodes()).map(|i| format!("{i}@{}:7200", ip(i))).collect();
     let config = BrokerConfig {
         listen: client_addr(id),
         data_dir: "/data".into(),
@@ -171,7 +177,7 @@ async fn admin_client(history: Shared, stop: Arc<Mutex<bool>>) {
         n += 1;
         let (broker, del, partitions) = {
             let mut rng = madsim::rand::thread_rng();
-            (rng.gen_range(1..=NODES), rng.gen_bool(0.3), rng.gen_range(1..=3))
+            (rng.gen_range(1..=nodes()), rng.gen_bool(0.3), rng.gen_range(1..=3))
         };
         let victim = if del { history.lock().unwrap().created.keys().next().cloned() } else { None };
         match victim {
@@ -212,7 +218,10 @@ async fn cluster_metadata_converges_under_crashes_and_partitions() {
     let history: Shared = Arc::default();
     let mut ids = Vec::new();
     let mut disks = Vec::new();
-    for id in 1..=NODES {
+    let n = if madsim::rand::thread_rng().gen_bool(0.5) { 5 } else { 3 };
+    NODES.store(n, std::sync::atomic::Ordering::SeqCst);
+    eprintln!("cluster_metadata: {n} nodes");
+    for id in 1..=nodes() {
         let (disk, clock, h) = (SimDisk::new(), SimClock::new(), history.clone());
         {
             let mut rng = madsim::rand::thread_rng();
@@ -245,7 +254,7 @@ async fn cluster_metadata_converges_under_crashes_and_partitions() {
     let live = client
         .spawn(async move {
             for attempt in 0..20 {
-                match create((attempt % NODES) + 1, &format!("after-heal-{attempt}"), 1).await {
+                match create((attempt % nodes()) + 1, &format!("after-heal-{attempt}"), 1).await {
                     Outcome::Ok => {
                         h2.lock().unwrap().created.insert(format!("after-heal-{attempt}"), 1);
                         return true;
@@ -278,9 +287,9 @@ async fn cluster_metadata_converges_under_crashes_and_partitions() {
         let all = images(&history);
         let unfenced = all.first().is_some_and(|(_, snap)| {
             let image = MetadataImage::from_snapshot(snap).unwrap();
-            image.brokers().filter(|b| !b.fenced).count() == NODES as usize
+            image.brokers().filter(|b| !b.fenced).count() == nodes() as usize
         });
-        if all.len() == NODES as usize && unfenced && all.windows(2).all(|w| w[0].1 == w[1].1) {
+        if all.len() == nodes() as usize && unfenced && all.windows(2).all(|w| w[0].1 == w[1].1) {
             converged = Some(all[0].1.clone());
             break;
         }

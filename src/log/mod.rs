@@ -102,6 +102,18 @@ pub struct SyncPoint {
 const RECOVERY_CHECKPOINT: &str = "recovery-checkpoint";
 const LOG_START_CHECKPOINT: &str = "log-start-offset";
 const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+
+/// Whether `name` is a file the log writes in its directory (segments, their indexes, the
+/// checkpoints, a `.swap` left by an interrupted atomic write): the replica manager removes a
+/// directory holding nothing else.
+pub fn is_log_file(name: &str) -> bool {
+    let segment = |ext: &str| name.strip_suffix(ext).is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()));
+    segment(".log")
+        || segment(".index")
+        || segment(".timeindex")
+        || [RECOVERY_CHECKPOINT, LOG_START_CHECKPOINT, EPOCH_CHECKPOINT].contains(&name)
+        || name.ends_with(".swap")
+}
 /// Largest read issued at once when skipping from an index entry to the wanted batch.
 const READ_SLACK_BYTES: usize = 64 * 1024;
 

@@ -204,3 +204,23 @@ async fn idempotent_producer_state_follows_the_truncation() {
     let info = log.append(producer_batch(42, 0, 2, &["x"]), 1).await.unwrap();
     assert_eq!(info.base_offset, 2);
 }
+
+/// The replica manager removes a deleted topic's directory only when it holds nothing but the
+/// log's own files: every file the log writes must count as one (the leader-epoch checkpoint
+/// once did not, and the simulator found directories of deleted topics left behind).
+#[tokio::test]
+async fn every_file_the_log_writes_is_known_as_a_log_file() {
+    let dir = TempDir::new("log-files");
+    let mut log = three_epochs(&dir).await;
+    log.truncate_to(30).await.unwrap();
+    log.maintain(10_000).await.unwrap();
+    log.delete_records_before(5).await.unwrap();
+    log.close().await.unwrap();
+    let names: Vec<String> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    for wanted in ["recovery-checkpoint", "log-start-offset", "leader-epoch-checkpoint"] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
+    }
+    for name in &names {
+        assert!(is_log_file(name), "{name} is written by the log but not known as a log file");
+    }
+}

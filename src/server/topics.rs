@@ -279,16 +279,7 @@ fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
 
 /// Whether a file name is one strand writes in a partition directory.
 fn is_partition_file(name: &str) -> bool {
-    let segment = |ext: &str| {
-        name.strip_suffix(ext).is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-    };
-    segment(".log")
-        || segment(".index")
-        || segment(".timeindex")
-        || name == "recovery-checkpoint"
-        || name == "log-start-offset"
-        || name == PARTITION_METADATA_FILE
-        || name.ends_with(".swap")
+    crate::log::is_log_file(name) || name == PARTITION_METADATA_FILE
 }
 
 /// The file in a partition directory naming the topic id it belongs to (Kafka's
@@ -1138,6 +1129,8 @@ mod tests {
         assert!(is_partition_file("00000000000000001234.log"));
         assert!(is_partition_file("00000000000000001234.timeindex"));
         assert!(is_partition_file("recovery-checkpoint"));
+        assert!(is_partition_file("leader-epoch-checkpoint"));
+        assert!(is_partition_file("partition.metadata"));
         assert!(!is_partition_file("notes.txt"));
         assert!(!is_partition_file("1234.log"));
     }
