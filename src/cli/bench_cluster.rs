@@ -152,7 +152,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.dir)
             .args(["--controller-quorum", &quorum])
-            .arg(format!("--cluster-id={cluster_id}"))
+            .args(["--cluster-id", &cluster_id])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))

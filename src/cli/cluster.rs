@@ -140,7 +140,7 @@ fn start(args: ClusterStartArgs) -> anyhow::Result<()> {
                 .arg("--data-dir")
                 .arg(dir.join(format!("node-{id}")))
                 .args(["--controller-quorum", &quorum])
-                .arg(format!("--cluster-id={cluster_id}"))
+                .args(["--cluster-id", &cluster_id])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

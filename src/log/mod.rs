@@ -586,8 +586,15 @@ impl PartitionLog {
         match self.epochs.needs_entry(epoch, offset) {
             Ok(false) => Ok(()),
             Ok(true) => {
+                let before = self.epochs.clone();
                 self.epochs.assign(epoch, offset);
-                self.write_epochs().await
+                let written = self.write_epochs().await;
+                if written.is_err() {
+                    // The batch is not written either; the next append tries the entry again
+                    // (an entry missing from the file would make the cache miss an epoch).
+                    self.epochs = before;
+                }
+                written
             }
             Err(latest) => panic!("{}: a batch of epoch {epoch} appended after epoch {} (from offset {})", self.dir.display(), latest.epoch, latest.start_offset),
         }

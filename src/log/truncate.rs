@@ -41,7 +41,11 @@ impl PartitionLog {
         let epochs_before = self.epochs.clone();
         self.epochs.truncate_from_end(new_end);
         if self.epochs != epochs_before {
-            self.write_epochs().await?;
+            if let Err(e) = self.write_epochs().await {
+                // Nothing is cut yet: the log stays as it was.
+                self.epochs = epochs_before;
+                return Err(e);
+            }
         }
         // From here on a failure leaves the files and the in-memory state apart: the log
         // refuses further work until reopened (recovery makes them agree again).
