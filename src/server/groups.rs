@@ -137,8 +137,15 @@ impl Groups {
             return Ok(t);
         }
         let topic = self.ensure_offsets_topic(topics).await?;
-        if topic.hosted().next().is_none() {
+        let hosted = topic.hosted().count();
+        if hosted == 0 {
             return Err(ErrorCode::NOT_COORDINATOR);
+        }
+        if hosted != topic.partitions.len() {
+            // The coordinator writes to every partition (its groups hash over all of them), so
+            // it needs the topic whole: until then, retriable.
+            tracing::warn!(hosted, partitions = topic.partitions.len(), "{OFFSETS_TOPIC} is not whole on this broker yet");
+            return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
         }
         if let Err(e) = self.load(&topic).await {
             self.fail(&format!("loading {OFFSETS_TOPIC}: {e}"));

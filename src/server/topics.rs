@@ -292,6 +292,31 @@ fn partition_metadata(id: TopicId) -> Bytes {
     Bytes::from(format!("version: 0\ntopic_id: {}\n", crate::server::handlers::metadata::kafka_cluster_id(id.uuid())))
 }
 
+/// Reads of a `partition.metadata` file before its reads are taken to disagree for good.
+const MARKER_READS: usize = 4;
+
+/// The `partition.metadata` of the partition directory `dir` (`None`: there is none). The file
+/// has Kafka's text format and no checksum, so a read that flips a bit can turn one topic id
+/// into another valid-looking one (the simulator's disk did: base64 'X' read as 'P'), which
+/// would make this topic's directory look like another topic's: left closed, or removed as an
+/// orphan. So a read counts at once only when it is one of the `known` markers; any other
+/// content must be read the same twice in a row. Reads that never agree are an error.
+async fn read_marker(rt: &Runtime, dir: &Path, known: &[Bytes]) -> std::io::Result<Option<Bytes>> {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let mut previous: Option<Bytes> = None;
+    for _ in 0..MARKER_READS {
+        let Some(read) = read_whole(rt.disk.as_ref(), &path).await? else { return Ok(None) };
+        if known.contains(&read) || previous.as_ref() == Some(&read) {
+            return Ok(Some(read));
+        }
+        previous = Some(read);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{}: {MARKER_READS} reads gave no two equal contents", path.display()),
+    ))
+}
+
 /// The quorum's directory in the data directory (Kafka's `__cluster_metadata-0`; without the
 /// `-0`, so it never looks like a partition directory).
 pub const QUORUM_DIR: &str = "__cluster_metadata";
@@ -370,7 +395,7 @@ impl TopicRegistry {
             producer_ids: std::sync::Mutex::new((block_end, block_end)),
             sync_rounds: Arc::default(),
         };
-        let mut opened = Vec::new();
+        let mut opened = Opened::default();
         let mut topics = BTreeMap::new();
         for t in image.topics() {
             for p in &t.partitions {
@@ -566,7 +591,14 @@ impl TopicRegistry {
                 continue;
             }
             let dir = self.data_dir.join(&name);
-            let Some(marker) = read_whole(self.rt.disk.as_ref(), &dir.join(PARTITION_METADATA_FILE)).await? else { continue };
+            let marker = match read_marker(&self.rt, &dir, &live).await {
+                Ok(Some(marker)) => marker,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(dir = %name, error = %e, "cannot read the directory's partition.metadata; left alone");
+                    continue;
+                }
+            };
             if live.contains(&marker) {
                 continue;
             }
@@ -930,7 +962,7 @@ impl TopicRegistry {
     async fn install(&self, next: MetadataImage, write: bool) -> Result<(), AdminError> {
         let hosted = self.state.read().expect("topics lock").topics.clone();
         let mut topics = BTreeMap::new();
-        let mut opened = Vec::new();
+        let mut opened = Opened::default();
         let mut reconfigured = Vec::new();
         for t in next.topics() {
             let old = hosted.get(&t.name).filter(|o| o.id == t.id.uuid());
@@ -942,14 +974,14 @@ impl TopicRegistry {
                     topics.insert(t.name.clone(), topic);
                 }
                 Err(e) => {
-                    close_partitions(&opened).await;
+                    opened.undo(&self.rt).await;
                     return Err(e);
                 }
             }
         }
         if write {
             if let Err(e) = self.write_meta(&next).await {
-                close_partitions(&opened).await;
+                opened.undo(&self.rt).await;
                 return Err(AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("writing topic metadata: {e}")));
             }
         }
@@ -981,7 +1013,7 @@ impl TopicRegistry {
         &self,
         t: &TopicImage,
         old: Option<&Arc<Topic>>,
-        opened: &mut Vec<Arc<Partition>>,
+        opened: &mut Opened,
     ) -> Result<Arc<Topic>, AdminError> {
         let same_configs = old.filter(|o| o.overrides == t.configs);
         let complete = |o: &Topic| {
@@ -1010,8 +1042,17 @@ impl TopicRegistry {
             let storage = |e: std::io::Error| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}"));
             let marker = dir.join(PARTITION_METADATA_FILE);
             let expected = partition_metadata(t.id);
-            match read_whole(self.rt.disk.as_ref(), &marker).await.map_err(storage)? {
-                Some(found) if found != expected => {
+            let mut found = read_marker(&self.rt, &dir, std::slice::from_ref(&expected)).await.map_err(storage)?;
+            if found.as_ref().is_some_and(|f| *f != expected) {
+                let ours_only = self.rt.disk.list(&dir).await.map_err(storage)?.iter().all(|e| is_partition_file(e));
+                if matches!(self.store, Store::File) && ours_only {
+                    // A single node's image is all the metadata there is: no later topic of this
+                    // name exists, so the directory is what a failed change of an earlier one
+                    // left (its removal failed too). Its data was never visible; it goes.
+                    tracing::warn!(topic = %t.name, partition = p, "removing a partition directory left by an earlier topic of this name");
+                    self.rt.disk.remove_dir_all(&dir).await.map_err(storage)?;
+                    found = None;
+                } else {
                     // The directory holds a later topic of the same name (a replay of the log
                     // passing this topic's records): not this topic's data. It stays unhosted
                     // here until the log reaches the topic that owns the directory.
@@ -1019,9 +1060,14 @@ impl TopicRegistry {
                     partitions.push(None);
                     continue;
                 }
+            }
+            match found {
                 Some(_) => {}
                 None => {
                     // New, or written before the marker existed: it is this topic's from now on.
+                    if !self.rt.disk.exists(&dir).await.map_err(storage)? {
+                        opened.new_dirs.push(dir.clone());
+                    }
                     self.rt.disk.create_dir_all(&dir).await.map_err(storage)?;
                     write_atomic(self.rt.disk.as_ref(), &marker, expected).await.map_err(storage)?;
                 }
@@ -1029,7 +1075,7 @@ impl TopicRegistry {
             let partition = Partition::open_in(self.rt.clone(), dir, config.clone(), self.sync_rounds.clone())
                 .await
                 .map_err(|e| AdminError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("creating partition {p}: {e}")))?;
-            opened.push(partition.clone());
+            opened.partitions.push(partition.clone());
             partitions.push(Some(partition));
         }
         Ok(Arc::new(Topic { name: t.name.clone(), id: t.id.uuid(), overrides: t.configs.clone(), config, partitions }))
@@ -1068,6 +1114,29 @@ impl TopicRegistry {
 }
 
 /// Close partitions that never became visible (a create or grow that failed part-way).
+/// What an install opened and created, undone when it fails.
+#[derive(Default)]
+struct Opened {
+    partitions: Vec<Arc<Partition>>,
+    /// Partition directories that did not exist before. They must go with a failed change: a
+    /// retry of a create gives the topic a new id, and a directory left with the old id's
+    /// `partition.metadata` would keep that partition closed (as another topic's), which the
+    /// simulator found (seed 164: a write error half-way through creating `__consumer_offsets`
+    /// left two of its partitions unhosted, and the coordinator wrote to one).
+    new_dirs: Vec<PathBuf>,
+}
+
+impl Opened {
+    async fn undo(&self, rt: &Runtime) {
+        close_partitions(&self.partitions).await;
+        for dir in &self.new_dirs {
+            if let Err(e) = rt.disk.remove_dir_all(dir).await {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a partition directory of a failed change; the next start removes it");
+            }
+        }
+    }
+}
+
 async fn close_partitions(partitions: &[Arc<Partition>]) {
     for partition in partitions {
         let _ = partition.close().await;
@@ -1331,6 +1400,11 @@ mod tests {
         assert_eq!(registry.with_image(MetadataImage::snapshot), before);
         assert_eq!(hosted(&registry), [("t".to_string(), 1, BTreeMap::new())]);
         assert!(registry.get("u").is_none() && dir.join("t-0").is_dir());
+        // Directories the failed changes created are gone with them (a retried create has a
+        // new topic id, which an old directory's partition.metadata would not match).
+        for gone in ["u-0", "u-1", "t-1", "t-2"] {
+            assert!(!dir.join(gone).exists(), "{gone} outlived the change that failed");
+        }
 
         faults.eio_on_sync.store(false, Ordering::SeqCst);
         registry.add_partitions("t", 3, false).await.unwrap();
@@ -1363,6 +1437,46 @@ mod tests {
         assert!(registry.with_image(|image| image.topic("gone").is_none()));
         assert!(!dir.join("gone-0").exists() && !dir.join("gone-1").exists());
         faults.sync_delay_ms.store(0, Ordering::SeqCst);
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_flipped_read_of_partition_metadata_does_not_disown_the_directory() {
+        use crate::partition::Acks;
+        let dir = std::env::temp_dir().join(format!("strand-marker-flip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (rt, faults) = crate::log::tests::faulty_runtime();
+        let registry = TopicRegistry::open(rt.clone(), dir.clone(), TopicConfig::default()).await.unwrap();
+        let t = registry.create("t", 2, BTreeMap::new()).await.unwrap();
+        for (_, p) in t.hosted() {
+            p.append(crate::protocol::batch::build_simple_batch(0, 0, &[b"a", b"b", b"c"]), Acks::Durable).await.unwrap();
+        }
+        registry.close_all().await;
+        drop((t, registry));
+
+        // Each partition's marker reads flipped once (simulator seed 3: a flipped topic id
+        // read as another topic's left the partition closed, NOT_LEADER_OR_FOLLOWER for good).
+        faults.corrupt_next_reads("partition.metadata", 2);
+        let registry = TopicRegistry::open(rt, dir.clone(), TopicConfig::default()).await.unwrap();
+        assert_eq!(faults.corrupt_reads_left(), 0);
+        let t = registry.get("t").unwrap();
+        assert_eq!(t.hosted().map(|(_, p)| p.log_end_offset()).collect::<Vec<_>>(), [3, 3]);
+        registry.close_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_single_node_replaces_a_directory_an_earlier_topic_of_the_name_left() {
+        let dir = std::env::temp_dir().join(format!("strand-marker-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let registry = TopicRegistry::open(Runtime::real(), dir.clone(), TopicConfig::default()).await.unwrap();
+        // What a create that failed half-way (and could not remove its directory) leaves.
+        std::fs::create_dir_all(dir.join("u-1")).unwrap();
+        std::fs::write(dir.join("u-1").join(PARTITION_METADATA_FILE), partition_metadata(TopicId([7; 16]))).unwrap();
+        let u = registry.create("u", 2, BTreeMap::new()).await.unwrap();
+        assert_eq!(u.hosted().count(), 2, "every partition of a single node's topic is hosted (simulator seed 164)");
+        assert_eq!(std::fs::read(dir.join("u-1").join(PARTITION_METADATA_FILE)).unwrap(), partition_metadata(TopicId::from(u.id)));
         registry.close_all().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
