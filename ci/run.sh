@@ -62,7 +62,7 @@ step "planted bugs vs the Raft harness (proptests/tests/raft_safety.rs, raft_sce
 # Each planted Raft bug must make the random schedules or a scenario fail. RAFT_NO_HS_CHECK
 # turns off the harness's direct check of the hard-state contract, so a vote that was not made
 # durable has to be caught by its consequence (two leaders in one term, a second vote).
-for bug in raft-vote-without-persist raft-commit-previous-term raft-accept-stale-append raft-keep-conflicting-suffix raft-vote-for-stale-log raft-read-without-quorum; do
+for bug in raft-vote-without-persist raft-commit-previous-term raft-accept-stale-append raft-keep-conflicting-suffix raft-vote-for-stale-log raft-read-without-quorum raft-batch-counted-as-one; do
   if RAFT_NO_HS_CHECK=1 RAFT_SCHEDULES=3000 STRAND_PLANTED_BUGS=$bug cargo test -p strand-proptests --features planted-bugs --locked \
        --test raft_safety --test raft_scenarios --no-fail-fast >"$logs/planted-$bug.log" 2>&1; then
     echo "ci/run.sh: planted bug '$bug' was NOT caught by the Raft harness"; exit 1

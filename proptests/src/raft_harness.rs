@@ -12,7 +12,9 @@
 //! (every node applies the same entry at each index: the cluster's committed log is one),
 //! leader completeness (a new leader's log holds every entry any node applied); every few
 //! events and at the end: log matching (two logs with an entry of the same index and term are
-//! identical up to there). After the faults heal: a leader within a bounded number of ticks,
+//! identical up to there); a commit or durable index never inside a multi-index entry (half
+//! the schedules propose mostly record batches of 2-4 indexes, as a partition log's offsets,
+//! which the shell sends whole). After the faults heal: a leader within a bounded number of ticks,
 //! and a proposal of that leader applied on every member.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -48,11 +50,18 @@ impl Rng {
     }
 }
 
-/// A log in storage: where it starts and the entries after that.
+/// A log in storage: where it starts and the entries after that, one per index: an entry of
+/// `n` indexes (a record batch, `Payload::Batch`) is held `n` times in a row. (Each batch's
+/// bytes are unique, so equal neighbouring batch cells are one entry.)
 #[derive(Clone, Debug, Default)]
 pub struct StoredLog {
     pub snapshot: SnapshotMeta,
     pub entries: Vec<Entry>,
+}
+
+/// Whether the cells at two neighbouring indexes belong to one multi-index entry.
+fn same_batch(a: Option<&Entry>, b: Option<&Entry>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if matches!(a.payload, Payload::Batch { .. }) && a == b)
 }
 
 impl StoredLog {
@@ -71,15 +80,40 @@ impl StoredLog {
         }
         self.entry(index).map(|e| e.term)
     }
+    /// Whether `index` is the last index of its entry (or the log start).
+    pub fn is_entry_end(&self, index: LogIndex) -> bool {
+        index <= self.snapshot.index || !same_batch(self.entry(index), self.entry(index.next()))
+    }
+    /// The first index of the entry holding `index`.
+    pub fn entry_start(&self, index: LogIndex) -> LogIndex {
+        let mut at = index;
+        while at.0 > self.snapshot.index.0 + 1 && same_batch(self.entry(at.prev()), self.entry(at)) {
+            at = at.prev();
+        }
+        at
+    }
+    /// The entries as the core knows them (each multi-index entry once), for a restart.
+    pub fn distinct_entries(&self) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            if i == 0 || !same_batch(Some(&self.entries[i - 1]), Some(e)) {
+                out.push(e.clone());
+            }
+        }
+        out
+    }
     fn apply(&mut self, write: &LogWrite) {
         match write {
             LogWrite::Append { truncate_from, first_index, entries, .. } => {
                 if let Some(from) = truncate_from {
                     assert!(*from > self.snapshot.index, "truncate below the snapshot");
+                    assert!(self.is_entry_end(from.prev()), "truncate from {from:?}, inside an entry");
                     self.entries.truncate((from.0 - self.snapshot.index.0 - 1) as usize);
                 }
                 assert_eq!(*first_index, self.last_index().next(), "append continues the log");
-                self.entries.extend(entries.iter().cloned());
+                for e in entries {
+                    self.entries.extend(std::iter::repeat_n(e.clone(), e.span() as usize));
+                }
             }
             LogWrite::Restore { meta, .. } => {
                 self.snapshot = meta.clone();
@@ -157,6 +191,8 @@ pub struct Cluster {
     pub reads: BTreeMap<u64, (NodeId, usize)>,
     pub next_read: u64,
     pub reads_confirmed: u64,
+    /// Of the proposals, the percentage that are record batches of 2-4 indexes.
+    pub batch_percent: u64,
 }
 
 fn data_id(e: &Entry) -> String {
@@ -164,6 +200,7 @@ fn data_id(e: &Entry) -> String {
         Payload::Data(d) => format!("t{}:{}", e.term.0, u64::from_be_bytes(d[..8].try_into().unwrap())),
         Payload::LeaderChange => format!("t{}:lc", e.term.0),
         Payload::Config(m) => format!("t{}:cfg{:?}/{:?}", e.term.0, m.voters, m.learners),
+        Payload::Batch { count, bytes } => format!("t{}:{}x{count}", e.term.0, u64::from_be_bytes(bytes[..8].try_into().unwrap())),
     }
 }
 
@@ -217,11 +254,12 @@ impl Cluster {
             reads: BTreeMap::new(),
             next_read: 0,
             reads_confirmed: 0,
+            batch_percent: 0,
         }
     }
 
     fn boot(node: &Node, opts: &Options, jitter_seed: u64) -> RaftCore {
-        let state = LogState::from_entries(node.disk.snapshot.clone(), &node.disk.entries);
+        let state = LogState::from_entries(node.disk.snapshot.clone(), &node.disk.distinct_entries());
         let opts = Options { jitter_seed, ..opts.clone() };
         RaftCore::new(node.id, opts, node.hard, state, LogIndex(0))
     }
@@ -276,10 +314,27 @@ impl Cluster {
         let mut msgs: Vec<(NodeId, Msg)> = out.send;
         for r in out.replicate {
             match r {
-                Replicate::Entries { to, term, prev_index, prev_term, commit, range } => {
-                    let entries: Vec<Entry> = (range.start.0..range.end.0)
-                        .map(|i| node.mem.entry(LogIndex(i)).expect("replicated range is in the log").clone())
-                        .collect();
+                Replicate::Entries { to, term, mut prev_index, mut prev_term, commit, range } => {
+                    // Whole entries only (see `Replicate::Entries`): start at the entry that
+                    // `prev_index` is inside, end at the end of the one `range.end - 1` is in.
+                    let mut start = range.start;
+                    if !node.mem.is_entry_end(prev_index) {
+                        start = node.mem.entry_start(prev_index);
+                        prev_index = start.prev();
+                        prev_term = node.mem.term_at(prev_index).expect("the index before an entry is in the log");
+                    }
+                    let mut end = range.end.max(start);
+                    while end > start && !node.mem.is_entry_end(end.prev()) {
+                        end = end.next();
+                    }
+                    let mut entries = Vec::new();
+                    let mut i = start;
+                    while i < end {
+                        let e = node.mem.entry(i).expect("replicated range is in the log").clone();
+                        i = LogIndex(i.0 + e.span());
+                        entries.push(e);
+                    }
+                    assert_eq!(i, end, "whole entries");
                     msgs.push((to, Msg::Append { term, prev_index, prev_term, commit, entries }));
                 }
                 Replicate::Snapshot { to, term, meta } => {
@@ -358,6 +413,10 @@ impl Cluster {
             assert_eq!(core.hard_state(), node.hard, "node {id}: the durable hard state lags the core's after execute");
         }
         assert_eq!(core.last_index(), node.mem.last_index(), "node {id}: the core's log end and storage's differ");
+        // A batch commits whole: the commit index (a partition's high watermark) and the durable
+        // index are never inside an entry.
+        assert!(node.mem.is_entry_end(core.commit_index()), "node {id}: commit index {:?} inside an entry", core.commit_index());
+        assert!(node.mem.is_entry_end(core.durable_index()), "node {id}: durable index {:?} inside an entry", core.durable_index());
         if core.role() == Role::Leader {
             let term = core.term();
             if let Some(other) = self.leaders.get(&term) {
@@ -521,9 +580,12 @@ impl Cluster {
     pub fn propose(&mut self, id: NodeId) -> Option<LogIndex> {
         self.next_proposal += 1;
         let data = Bytes::copy_from_slice(&self.next_proposal.to_be_bytes());
+        // Some proposals are record batches taking 2-4 indexes (a partition's offsets).
+        let records = if self.batch_percent > 0 && self.rng.chance(self.batch_percent) { 2 + self.rng.below(3) as u32 } else { 0 };
         let core = self.nodes.get_mut(&id).unwrap().core.as_mut()?;
         let mut out = Output::default();
-        let r = core.propose(vec![data], &mut out).ok()?;
+        let r = if records > 0 { core.propose_batches(vec![(records, data)], &mut out) } else { core.propose(vec![data], &mut out) };
+        let r = r.ok()?;
         let n = self.next_proposal;
         self.note(|| format!("propose {n} on {id} at {:?}", r.start));
         self.execute(id, out);
@@ -578,7 +640,14 @@ impl Cluster {
         if upto > node.disk.last_index() {
             return;
         }
-        let at = LogIndex(node.mem.snapshot.index.0 + 1 + self.rng.below(upto.0 - node.mem.snapshot.index.0));
+        let mut at = LogIndex(node.mem.snapshot.index.0 + 1 + self.rng.below(upto.0 - node.mem.snapshot.index.0));
+        // A log starts after a whole entry (a partition's segments hold whole batches).
+        while !node.mem.is_entry_end(at) {
+            at = at.prev();
+        }
+        if at <= node.mem.snapshot.index {
+            return;
+        }
         let node = self.nodes.get_mut(&id).unwrap();
         let core = node.core.as_mut().unwrap();
         core.compact(at);
@@ -936,6 +1005,10 @@ pub fn run_schedule(seed: u64, events: u32, tracing: bool) -> Result<(), String>
     if rng.chance(50) {
         c.delay_percent = 1 + rng.below(10);
     }
+    // Half the schedules replicate a partition-like log: most entries are record batches.
+    if rng.chance(50) {
+        c.batch_percent = 60;
+    }
     c.tracing = tracing;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for _ in 0..events {
@@ -948,7 +1021,8 @@ pub fn run_schedule(seed: u64, events: u32, tracing: bool) -> Result<(), String>
         let max_term = c.leaders.keys().last().map(|t| t.0).unwrap_or(0);
         let snaps = c.snapshot_store.len();
         let cfgs = c.committed.iter().filter(|e| matches!(e.payload, Payload::Config(_))).count();
-        eprintln!("seed {seed}: voters {voters} committed {} leaders {} max term {max_term} snapshots sent {snaps} configs {cfgs} reads {} ok {}", c.committed.len(), c.leaders.len(), c.reads_confirmed, matches!(result, Ok(Ok(()))));
+        let batch_cells = c.committed.iter().filter(|e| matches!(e.payload, Payload::Batch { .. })).count();
+        eprintln!("seed {seed}: voters {voters} committed {} leaders {} max term {max_term} snapshots sent {snaps} configs {cfgs} batch indexes {batch_cells} reads {} ok {}", c.committed.len(), c.leaders.len(), c.reads_confirmed, matches!(result, Ok(Ok(()))));
     }
     let verdict = match result {
         Ok(Ok(())) => return Ok(()),

@@ -6,7 +6,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::log::{LogState, RaftLog};
-use super::message::{AppendResult, Entry, LogWrite, Msg, Output, Payload, Replicate};
+use super::message::{span_of, AppendResult, Entry, LogWrite, Msg, Output, Payload, Replicate};
 use super::progress::{Progress, ProgressState};
 use super::{planted, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 
@@ -238,9 +238,20 @@ impl RaftCore {
 
     /// Append application data (leader only). Returns the indexes the entries took.
     pub fn propose(&mut self, data: Vec<Bytes>, out: &mut Output) -> Result<Range<LogIndex>, ProposeError> {
+        self.propose_payloads(data.into_iter().map(Payload::Data).collect(), out)
+    }
+
+    /// Append record batches (leader only), each `(records, bytes)` taking `records` indexes
+    /// (a partition's offsets). Returns the indexes they took.
+    pub fn propose_batches(&mut self, batches: Vec<(u32, Bytes)>, out: &mut Output) -> Result<Range<LogIndex>, ProposeError> {
+        assert!(batches.iter().all(|b| b.0 > 0), "a batch holds at least one record");
+        self.propose_payloads(batches.into_iter().map(|(count, bytes)| Payload::Batch { count, bytes }).collect(), out)
+    }
+
+    fn propose_payloads(&mut self, payloads: Vec<Payload>, out: &mut Output) -> Result<Range<LogIndex>, ProposeError> {
         self.check_can_propose()?;
         let first = self.log.last_index().next();
-        let entries: Vec<Entry> = data.into_iter().map(|d| Entry { term: self.term, payload: Payload::Data(d) }).collect();
+        let entries: Vec<Entry> = payloads.into_iter().map(|payload| Entry { term: self.term, payload }).collect();
         self.append_local(entries, out);
         self.broadcast_append(out);
         self.check_invariants();
@@ -821,8 +832,10 @@ impl RaftCore {
                 if rejected < pr.match_index {
                     return; // an answer to an append older than what we know
                 }
-                if pr.state == ProgressState::Probe && rejected.next() != pr.next_index {
-                    return; // not our latest probe
+                // Not our latest probe. (Ours may have been sent from further back: the shell
+                // starts an append at the beginning of the entry its `prev_index` is inside.)
+                if pr.state == ProgressState::Probe && rejected >= pr.next_index {
+                    return;
                 }
                 let mut next = rejected;
                 match hint_term {
@@ -905,9 +918,20 @@ impl RaftCore {
         self.follow(from, out);
         // Entries up to our commit index are committed, so they match: skip them.
         if prev_index < self.commit {
-            let skip = (self.commit.0 - prev_index.0).min(entries.len() as u64);
-            entries.drain(..skip as usize);
-            prev_index = LogIndex(prev_index.0 + skip);
+            let mut skip = 0;
+            while skip < entries.len() && prev_index < self.commit {
+                prev_index = LogIndex(prev_index.0 + entries[skip].span());
+                skip += 1;
+            }
+            // The committed prefix is the same entries everywhere, so an entry never straddles
+            // our commit index.
+            assert!(
+                prev_index <= self.commit || skip == 0,
+                "node {}: an entry of the leader's ends at {prev_index:?}, past our commit index {:?} inside it",
+                self.id,
+                self.commit
+            );
+            entries.drain(..skip);
             if entries.is_empty() {
                 return self.owe_ack(from, prev_index, out);
             }
@@ -931,24 +955,37 @@ impl RaftCore {
             }
             Some(_) => {}
         }
-        let matched_upto = LogIndex(prev_index.0 + entries.len() as u64);
-        // The first entry we do not have, or have with another term.
+        let matched_upto = if planted("raft-batch-counted-as-one") {
+            // Planted bug: count entries, not the indexes they take.
+            LogIndex(prev_index.0 + entries.len() as u64)
+        } else {
+            LogIndex(prev_index.0 + span_of(&entries))
+        };
+        // The first entry we do not have, or have with another term. An entry whose first index
+        // we hold in its term is the same entry (only that term's leader made entries of it),
+        // so it ends where ours does.
         let mut truncate_from = None;
         let mut first_new = entries.len();
+        let mut index = prev_index.next();
         for (i, entry) in entries.iter().enumerate() {
-            let index = LogIndex(prev_index.0 + 1 + i as u64);
-            match self.log.term_at(index) {
+            let at = index;
+            index = LogIndex(index.0 + entry.span());
+            match self.log.term_at(at) {
                 Some(t) if t == entry.term => continue,
                 Some(_) => {
                     if planted("raft-keep-conflicting-suffix") {
                         // Keep what we have; take only entries past our end (that our terms allow).
-                        first_new = ((self.log.last_index().0 - prev_index.0) as usize).min(entries.len());
+                        let mut end = prev_index;
+                        first_new = entries.iter().take_while(|e| {
+                            end = LogIndex(end.0 + e.span());
+                            end <= self.log.last_index()
+                        }).count();
                         let last_term = self.log.last_term();
                         let keep = entries[first_new..].iter().take_while(|e| e.term >= last_term).count();
                         entries.truncate(first_new + keep);
                         break;
                     }
-                    truncate_from = Some(index);
+                    truncate_from = Some(at);
                     first_new = i;
                     break;
                 }

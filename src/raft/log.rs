@@ -113,8 +113,9 @@ impl RaftLog {
             if let Payload::Config(m) = &entry.payload {
                 self.state.configs.push((index, m.clone()));
             }
-            self.state.last_index = index;
-            index = index.next();
+            // A batch takes `span` indexes: its first is `index`, its last the log's new end.
+            self.state.last_index = LogIndex(index.0 + entry.span() - 1);
+            index = self.state.last_index.next();
         }
         self.check();
     }

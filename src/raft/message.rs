@@ -25,6 +25,26 @@ pub enum Payload {
     LeaderChange,
     /// A new configuration; in force from the moment it is appended.
     Config(Membership),
+    /// A record batch of `count` records: the one entry takes `count` consecutive indexes (a
+    /// partition log's offsets: the batch at offsets `b..b + count` is the entry at indexes
+    /// `b + 1..=b + count`, so a log's last index is its end offset and the commit index is
+    /// the high watermark). The other payloads take one index each.
+    Batch { count: u32, bytes: Bytes },
+}
+
+impl Entry {
+    /// How many indexes the entry takes (at least 1).
+    pub fn span(&self) -> u64 {
+        match &self.payload {
+            Payload::Batch { count, .. } => u64::from(*count).max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// The indexes `entries` take, one after another.
+pub fn span_of(entries: &[Entry]) -> u64 {
+    entries.iter().map(Entry::span).sum()
 }
 
 /// How a follower answers an append.
@@ -100,7 +120,13 @@ impl LogWrite {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Replicate {
     /// Send `Msg::Append { term, prev_index, prev_term, commit, entries }` with the entries of
-    /// `range` read from the log.
+    /// `range` read from the log. The core does not know where its multi-index entries
+    /// ([`Payload::Batch`]) begin and end, so `prev_index` and the range's ends may fall inside
+    /// one; the shell sends whole entries only: when `prev_index` is inside an entry it starts
+    /// at that entry instead (`prev_index` then the index before it, `prev_term` that index's
+    /// term), and when `range.end - 1` is inside one it sends all of it. Even an empty range
+    /// then carries the entry `prev_index` is inside. (A follower's answer to a longer append
+    /// is as good as to the one asked for; with one-index entries nothing changes.)
     Entries { to: NodeId, term: Term, prev_index: LogIndex, prev_term: Term, commit: LogIndex, range: Range<LogIndex> },
     /// Send `Msg::Snapshot { term, meta, data }` with the snapshot (or, for a partition log, no
     /// data: the follower starts its log at the leader's log start).

@@ -48,7 +48,7 @@ mod tests;
 
 pub use self::core::{Options, ProposeError, RaftCore, Role};
 pub use self::log::{LogState, RaftLog};
-pub use self::message::{AppendResult, Entry, LogWrite, Msg, Output, Payload, Replicate};
+pub use self::message::{span_of, AppendResult, Entry, LogWrite, Msg, Output, Payload, Replicate};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

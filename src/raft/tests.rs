@@ -283,3 +283,37 @@ fn leader_commits_an_earlier_term_only_with_an_entry_of_its_own() {
     assert_eq!(out.commit_index, Some(LogIndex(3)));
     assert!(c.leader_ready());
 }
+
+fn batch(term: u64, count: u32, tag: u8) -> Entry {
+    Entry { term: Term(term), payload: Payload::Batch { count, bytes: Bytes::from(vec![tag]) } }
+}
+
+#[test]
+fn a_batch_takes_one_index_per_record_on_leader_and_follower() {
+    // The leader: its term's LeaderChange at 1, then batches of 3 and 2 records at 2..=4, 5..=6.
+    let (mut c, _) = leader(opts(), hs(0, None), &[]);
+    let mut out = Output::default();
+    let range = c.propose_batches(vec![(3, Bytes::from_static(b"a")), (2, Bytes::from_static(b"b"))], &mut out).unwrap();
+    assert_eq!(range, LogIndex(2)..LogIndex(7));
+    assert_eq!((c.last_index(), c.log().term_at(LogIndex(4))), (LogIndex(6), Some(c.term())));
+
+    // A follower holding a committed one-index entry and a stale batch of term 1 (2..=5) takes
+    // the leader's: the stale batch is cut from its first index, the new ones counted whole.
+    let mut f = core(2, opts(), hs(1, None), &[1]);
+    let mut out = Output::default();
+    f.step(id(1), Msg::Append { term: Term(1), prev_index: LogIndex(1), prev_term: Term(1), commit: LogIndex(1), entries: vec![batch(1, 4, 0)] }, &mut out);
+    f.persisted(1, &mut Output::default());
+    assert_eq!((f.last_index(), f.commit_index()), (LogIndex(5), LogIndex(1)));
+    let entries = vec![batch(2, 3, 1), batch(2, 2, 2)];
+    let out = step(&mut f, 1, Msg::Append { term: Term(2), prev_index: LogIndex(1), prev_term: Term(1), commit: LogIndex(4), entries: entries.clone() });
+    assert_eq!(out.writes, vec![LogWrite::Append { id: 2, truncate_from: Some(LogIndex(2)), first_index: LogIndex(2), entries: entries.clone() }]);
+    assert_eq!((f.last_index(), f.commit_index()), (LogIndex(6), LogIndex(4)), "the leader's commit 4 ends the first batch");
+    let mut out = Output::default();
+    f.persisted(2, &mut out);
+    assert_eq!(out.send, vec![(id(1), ok(2, 6))]);
+    // The same append again, as the shell resends it from the start of a batch: the committed
+    // batch is skipped whole, the rest matches; nothing to write.
+    let out = step(&mut f, 1, Msg::Append { term: Term(2), prev_index: LogIndex(1), prev_term: Term(1), commit: LogIndex(6), entries });
+    assert!(out.writes.is_empty(), "{out:?}");
+    assert_eq!(f.commit_index(), LogIndex(6));
+}

@@ -27,6 +27,8 @@
 //! replica manager's (`server/topics.rs`): `raft-meta-skip-catch-up` (an admin change is checked
 //! against this broker's possibly lagging image instead of first catching up with the
 //! quorum; caught by `sim/tests/cluster_metadata.rs`). A replica's log (`src/log/truncate.rs`):
+//! `raft-batch-counted-as-one` (a follower acknowledges a record batch as if it took one index,
+//! not one per record; caught by `proptests/tests/raft_safety.rs`),
 //! `replica-stale-sync-counts` (a sync that a truncation overtook still marks the log durable,
 //! so bytes written after the cut count as synced; caught by `proptests/tests/log_model.rs`).
 //! Every `raft-` and `replica-` bug is proven by the Raft, cluster and log harnesses (the
@@ -55,6 +57,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "raft-read-without-quorum",
     "raft-forward-ack-before-commit",
     "raft-meta-skip-catch-up",
+    "raft-batch-counted-as-one",
     "replica-stale-sync-counts",
 ];
 
