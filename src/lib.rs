@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod partition;
 pub mod protocol;
 pub mod raft;
+pub mod replica;
 pub mod runtime;
 pub mod server;
 pub mod transport;

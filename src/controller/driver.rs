@@ -220,6 +220,13 @@ impl Driver {
                 Some(envelope) = inbox.recv() => {
                     if envelope.group == GroupId::Metadata && envelope.from != self.core.id() {
                         match envelope.msg {
+                            Message::Raft(crate::raft::Msg::Append { entries, .. })
+                                if entries.iter().any(|e| matches!(e.payload, crate::raft::Payload::Batch { .. })) =>
+                            {
+                                // The metadata log holds one-index entries only (its store
+                                // counts them so): a peer of another build.
+                                tracing::warn!(node = %self.core.id(), from = %envelope.from, "metadata quorum: dropping an append carrying record batches");
+                            }
                             Message::Raft(msg) => self.core.step(envelope.from, msg, &mut out),
                             Message::Control(bytes) => self.control(envelope.from, &bytes, &mut out),
                         }

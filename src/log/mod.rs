@@ -25,6 +25,7 @@
 
 pub mod epochs;
 pub mod producers;
+mod replicated;
 mod segment;
 mod truncate;
 
@@ -62,6 +63,10 @@ pub enum Error {
     IdempotentBatchCount { batches: usize },
     #[error("the request's batches hold {span} records for one partition, more than {max}")]
     OffsetSpan { span: i64, max: i64 },
+    #[error("a replicated batch starts at offset {got}, not at the log end {expected}")]
+    NotContiguous { expected: i64, got: i64 },
+    #[error("a replicated batch at offset {offset} has leader epoch {epoch}, older than the log's {latest}")]
+    EpochBack { offset: i64, epoch: i32, latest: i32 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -111,7 +116,7 @@ pub fn is_log_file(name: &str) -> bool {
     segment(".log")
         || segment(".index")
         || segment(".timeindex")
-        || [RECOVERY_CHECKPOINT, LOG_START_CHECKPOINT, EPOCH_CHECKPOINT].contains(&name)
+        || [RECOVERY_CHECKPOINT, LOG_START_CHECKPOINT, EPOCH_CHECKPOINT, crate::replica::store::RAFT_STATE_FILE].contains(&name)
         || name.ends_with(".swap")
 }
 /// Largest read issued at once when skipping from an index entry to the wanted batch.

@@ -89,6 +89,8 @@ impl From<&crate::log::Error> for ErrorCode {
             Error::Io { .. } | Error::Failed { .. } | Error::Corrupt { .. } => {
                 ErrorCode::KAFKA_STORAGE_ERROR
             }
+            // Replication's own errors: a replica's copy does not continue its log.
+            Error::NotContiguous { .. } | Error::EpochBack { .. } => ErrorCode::CORRUPT_MESSAGE,
         }
     }
 }

@@ -31,6 +31,8 @@
 //! not one per record; caught by `proptests/tests/raft_safety.rs`),
 //! `replica-stale-sync-counts` (a sync that a truncation overtook still marks the log durable,
 //! so bytes written after the cut count as synced; caught by `proptests/tests/log_model.rs`).
+//! `replica-ack-before-fsync` (a replica's store reports its writes durable without syncing,
+//! so its core acknowledges entries a power loss takes back; caught by `sim/tests/replicas.rs`).
 //! Every `raft-` and `replica-` bug is proven by the Raft, cluster and log harnesses (the
 //! single-node broker never truncates), so the single-node simulator's planted sweep skips them.
 //!
@@ -59,6 +61,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "raft-meta-skip-catch-up",
     "raft-batch-counted-as-one",
     "replica-stale-sync-counts",
+    "replica-ack-before-fsync",
 ];
 
 /// Whether `name` is a planted bug of the Raft core (proven by proptests/'s Raft harness).
