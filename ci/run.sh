@@ -104,7 +104,7 @@ grep -q "violations\|panicked" "$logs/sim-quorum-planted-forward.log" || { echo 
 echo "planted bug 'raft-forward-ack-before-commit': caught by sim/tests/quorum.rs"
 done_step
 
-step "madsim: three replicas of a partition log under power loss (sim/tests/replicas.rs)"
+step "madsim: three replicas of a partition log under power loss (sim/tests/replicas.rs, replica_driver.rs)"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=64 \
   cargo test -p strand-sim --test replicas --locked 2>&1 | tee "$logs/sim-replicas.log"
 # Determinism: one seed twice, the same schedules and outcomes.
@@ -119,6 +119,19 @@ if STRAND_PLANTED_BUGS=replica-ack-before-fsync RUSTFLAGS="--cfg madsim" CARGO_T
 fi
 grep -q "panicked" "$logs/sim-replicas-planted.log" || { echo "ci/run.sh: the planted replicas run failed without a violation:"; tail -20 "$logs/sim-replicas-planted.log"; exit 1; }
 echo "planted bug 'replica-ack-before-fsync': caught by sim/tests/replicas.rs"
+# The replica's driver over the real transport, three madsim nodes, kills with power loss.
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=8 \
+  cargo test -p strand-sim --test replica_driver --locked 2>&1 | tee -a "$logs/sim-replicas.log"
+a=$(MADSIM_TEST_SEED=9 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo test -p strand-sim --test replica_driver --locked -- --nocapture 2>&1 | grep "^replica_driver:")
+b=$(MADSIM_TEST_SEED=9 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo test -p strand-sim --test replica_driver --locked -- --nocapture 2>&1 | grep "^replica_driver:")
+[ -n "$a" ] && [ "$a" = "$b" ] || { echo "ci/run.sh: sim/tests/replica_driver.rs seed 9 is not deterministic: '$a' vs '$b'"; exit 1; }
+echo "seed 9: $a (twice)"
+if STRAND_PLANTED_BUGS=replica-ack-before-fsync RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=8 \
+     cargo test -p strand-sim --test replica_driver --locked >"$logs/sim-replica-driver-planted.log" 2>&1; then
+  echo "ci/run.sh: planted bug 'replica-ack-before-fsync' was NOT caught by sim/tests/replica_driver.rs"; exit 1
+fi
+grep -q "panicked" "$logs/sim-replica-driver-planted.log" || { echo "ci/run.sh: the planted replica_driver run failed without a violation:"; tail -20 "$logs/sim-replica-driver-planted.log"; exit 1; }
+echo "planted bug 'replica-ack-before-fsync': caught by sim/tests/replica_driver.rs"
 done_step
 
 step "madsim: the broker's metadata quorum on 3 nodes (sim/tests/cluster_metadata.rs)"
