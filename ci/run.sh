@@ -119,7 +119,8 @@ if STRAND_PLANTED_BUGS=replica-ack-before-fsync RUSTFLAGS="--cfg madsim" CARGO_T
 fi
 grep -q "panicked" "$logs/sim-replicas-planted.log" || { echo "ci/run.sh: the planted replicas run failed without a violation:"; tail -20 "$logs/sim-replicas-planted.log"; exit 1; }
 echo "planted bug 'replica-ack-before-fsync': caught by sim/tests/replicas.rs"
-# The replica's driver over the real transport, three madsim nodes, kills with power loss.
+# Three partitions' replicas on three madsim nodes (each node's ReplicaManager, one transport
+# shared through its router), kills with power loss, pauses, clogs.
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=8 \
   cargo test -p strand-sim --test replica_driver --locked 2>&1 | tee -a "$logs/sim-replicas.log"
 a=$(MADSIM_TEST_SEED=9 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo test -p strand-sim --test replica_driver --locked -- --nocapture 2>&1 | grep "^replica_driver:")

@@ -1,8 +1,9 @@
-//! One partition replicated on three simulated nodes (`strand::replica::driver`), each replica
-//! on its own SimDisk that survives its kills (losing what was not synced), over the real
-//! inter-broker transport on madsim's network. Each node appends unique batches (acks=all)
-//! whenever its replica leads; a nemesis kills (power loss), pauses and clogs nodes and links.
-//! Checked: at most one leader per term; a leader's published high watermark never goes back;
+//! Three partitions replicated on three simulated nodes (`strand::replica`: each node's
+//! `ReplicaManager` hosts the three replicas, their drivers sharing one inter-broker transport
+//! through its router), on one SimDisk per node that survives its kills (losing what was not
+//! synced), over madsim's network. For each partition, each node appends unique batches
+//! (acks=all) whenever its replica leads; a nemesis kills (power loss), pauses and clogs nodes and links.
+//! Checked, per partition: at most one leader per term; a leader's published high watermark never goes back;
 //! after healing, an append is acknowledged again (liveness), every replica holds the same
 //! bytes below its high watermark, and every acknowledged batch is there at the offsets it was
 //! acknowledged at. Run by ci/run.sh:
@@ -21,28 +22,33 @@ use madsim::time::sleep;
 use strand::config::TopicConfig;
 use strand::protocol::batch::{build_simple_batch, split_batches};
 use strand::raft::{NodeId, Options};
-use strand::replica::driver::{self, ReplicaConfig, ReplicaHandle};
-use strand::replica::store::ReplicaStore;
+use strand::replica::driver::ReplicaHandle;
+use strand::replica::manager::{ReplicaManager, ReplicaSettings, Router};
 use strand::runtime::Runtime;
 use strand::transport::{GroupId, Transport, TransportConfig, TransportLimits};
 use strand_sim::clock::SimClock;
 use strand_sim::disk::SimDisk;
 
 const NODES: u32 = 3;
-const GROUP: GroupId = GroupId::Partition { topic_id: [7; 16], partition: 0 };
+const PARTITIONS: i32 = 3;
+
+fn group(partition: i32) -> GroupId {
+    GroupId::Partition { topic_id: [7; 16], partition }
+}
 
 #[derive(Default)]
 struct History {
-    /// value -> (base offset, bytes of the records' values) it was acknowledged with
-    acked: BTreeMap<u64, (i64, Vec<u8>)>,
-    /// term -> leader
-    leaders: BTreeMap<u64, u32>,
-    /// per node: the highest high watermark its replica published as leader, this run
-    published: BTreeMap<u32, i64>,
+    /// (partition, value) -> (base offset, bytes of the records' values) it was acknowledged with
+    acked: BTreeMap<(i32, u64), (i64, Vec<u8>)>,
+    /// (partition, term) -> leader
+    leaders: BTreeMap<(i32, u64), u32>,
+    /// (node, partition): the highest high watermark its replica published as leader, this run
+    published: BTreeMap<(u32, i32), i64>,
     violations: Vec<String>,
     next_value: u64,
     stopped: bool,
-    handles: BTreeMap<u32, ReplicaHandle>,
+    /// (node, partition) -> the replica as of the node's latest start
+    handles: BTreeMap<(u32, i32), ReplicaHandle>,
 }
 
 type Shared = Arc<Mutex<History>>;
@@ -65,36 +71,45 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
     let config = TransportConfig { node_id: NodeId(id), cluster_id: "sim".into(), listen: addr(id), peers, limits };
     let (transport, inbox) = Transport::start(config).await.expect("bind the inter-broker listener");
     let members: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
-    let store = match ReplicaStore::open(runtime, PathBuf::from("/data/t-0"), TopicConfig::default(), &members).await {
-        Ok(s) => s,
-        Err(e) => panic!("node {id}: the replica did not open: {e}"),
-    };
     let options = Options { election_timeout_ticks: 10, heartbeat_interval_ticks: 1, max_entries_per_msg: 512, ..Options::default() };
-    let config = ReplicaConfig { node_id: NodeId(id), group: GROUP, tick_ms: 50, options };
-    let handle = driver::start(config, store, transport, inbox);
-    {
-        let mut h = history.lock().unwrap();
-        h.handles.insert(id, handle.clone());
-        h.published.insert(id, 0);
+    let settings = ReplicaSettings { node_id: NodeId(id), tick_ms: 50, options };
+    let manager = ReplicaManager::new(runtime, Arc::new(transport), Router::start(inbox), settings);
+    for p in 0..PARTITIONS {
+        let dir = PathBuf::from(format!("/data/t-{p}"));
+        let handle = match manager.host(group(p), dir, TopicConfig::default(), &members).await {
+            Ok(h) => h,
+            Err(e) => panic!("node {id}: replica {p} did not open: {e}"),
+        };
+        {
+            let mut h = history.lock().unwrap();
+            h.handles.insert((id, p), handle.clone());
+            h.published.insert((id, p), 0);
+        }
+        tokio::spawn(produce(id, p, handle, history.clone()));
     }
+    std::future::pending::<()>().await;
+}
+
+/// Append unique batches to partition `p` through node `id`'s replica while it leads.
+async fn produce(id: u32, p: i32, handle: ReplicaHandle, history: Shared) {
     loop {
         let status = handle.status();
         if status.is_leader {
             let mut h = history.lock().unwrap();
-            match h.leaders.get(&status.term.0) {
+            match h.leaders.get(&(p, status.term.0)) {
                 Some(&other) if other != id => {
                     let term = status.term.0;
-                    h.violations.push(format!("nodes {other} and {id} both lead term {term}"));
+                    h.violations.push(format!("partition {p}: nodes {other} and {id} both lead term {term}"));
                 }
                 _ => {
-                    h.leaders.insert(status.term.0, id);
+                    h.leaders.insert((p, status.term.0), id);
                 }
             }
-            let before = h.published.get(&id).copied().unwrap_or(0);
+            let before = h.published.get(&(id, p)).copied().unwrap_or(0);
             if status.high_watermark < before {
-                h.violations.push(format!("node {id}: published high watermark went back from {before} to {}", status.high_watermark));
+                h.violations.push(format!("partition {p}, node {id}: published high watermark went back from {before} to {}", status.high_watermark));
             }
-            h.published.insert(id, status.high_watermark.max(before));
+            h.published.insert((id, p), status.high_watermark.max(before));
         }
         if status.is_leader && !history.lock().unwrap().stopped {
             let value = {
@@ -108,9 +123,9 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
             if let Ok(Ok(appended)) = tokio::time::timeout(Duration::from_secs(3), handle.append(batch)).await {
                 let mut h = history.lock().unwrap();
                 if appended.last_offset - appended.base_offset + 1 != records.len() as i64 {
-                    h.violations.push(format!("value {value}: acknowledged at {appended:?} for {} records", records.len()));
+                    h.violations.push(format!("partition {p}, value {value}: acknowledged at {appended:?} for {} records", records.len()));
                 }
-                h.acked.insert(value, (appended.base_offset, records.concat()));
+                h.acked.insert((p, value), (appended.base_offset, records.concat()));
             }
         } else {
             sleep(Duration::from_millis(20)).await;
@@ -167,40 +182,51 @@ async fn a_replicated_partition_keeps_every_acknowledged_batch_under_faults() {
 
     strand_sim::nemesis::kills_and_clogs(&ids, &disks, 12, 300..2500, 100..1500).await;
 
-    let acked_before = history.lock().unwrap().acked.len();
+    let acked_before: Vec<usize> =
+        (0..PARTITIONS).map(|p| history.lock().unwrap().acked.keys().filter(|(q, _)| *q == p).count()).collect();
     sleep(Duration::from_secs(10)).await;
     history.lock().unwrap().stopped = true;
     sleep(Duration::from_secs(3)).await; // appends in flight finish; followers learn the commit
     let (handles, acked) = {
         let h = history.lock().unwrap();
         assert!(h.violations.is_empty(), "violations: {:#?}", h.violations);
-        assert!(h.acked.len() > acked_before, "no append acknowledged in the 10 s after heal (liveness)");
+        for p in 0..PARTITIONS {
+            let after = h.acked.keys().filter(|(q, _)| *q == p).count() - acked_before[p as usize];
+            assert!(after > 0, "partition {p}: no append acknowledged in the 10 s after heal (liveness)");
+        }
         (h.handles.clone(), h.acked.clone())
     };
     eprintln!(
         "replica_driver: {} batches acknowledged ({} after heal), {} terms with a leader",
         acked.len(),
-        acked.len() - acked_before,
+        acked.len() - acked_before.iter().sum::<usize>(),
         history.lock().unwrap().leaders.len()
     );
-    let mut logs = Vec::new();
-    for (id, handle) in &handles {
-        // No disk faults here: a replica that stopped (fail-stop) hit a broken invariant.
-        assert!(handle.status().running, "replica {id} stopped");
-        logs.push((*id, batches(handle).await));
-    }
-    let (first_id, first) = &logs[0];
-    for (id, log) in &logs[1..] {
-        let n = first.len().min(log.len());
-        assert!(first[..n] == log[..n], "replicas {first_id} and {id} differ below their high watermarks");
-    }
-    let longest = logs.iter().map(|(_, l)| l).max_by_key(|l| l.len()).unwrap();
-    let by_offset: BTreeMap<i64, Option<Vec<u8>>> = longest.iter().map(|(o, b)| (*o, values(b))).collect();
-    for (value, (offset, expected)) in &acked {
-        assert_eq!(by_offset.get(offset), Some(&Some(expected.clone())), "acknowledged value {value} is not at offset {offset}");
-    }
-    let max_acked = acked.values().map(|(o, _)| *o).max().unwrap_or(0);
-    for (id, log) in &logs {
-        assert!(log.last().is_some_and(|(o, _)| *o >= max_acked), "replica {id}'s high watermark is below the acknowledged offset {max_acked}");
+    for p in 0..PARTITIONS {
+        let mut logs = Vec::new();
+        for ((id, q), handle) in &handles {
+            if *q != p {
+                continue;
+            }
+            // No disk faults here: a replica that stopped (fail-stop) hit a broken invariant.
+            assert!(handle.status().running, "partition {p}: replica {id} stopped");
+            logs.push((*id, batches(handle).await));
+        }
+        let (first_id, first) = &logs[0];
+        for (id, log) in &logs[1..] {
+            let n = first.len().min(log.len());
+            assert!(first[..n] == log[..n], "partition {p}: replicas {first_id} and {id} differ below their high watermarks");
+        }
+        let longest = logs.iter().map(|(_, l)| l).max_by_key(|l| l.len()).unwrap();
+        let by_offset: BTreeMap<i64, Option<Vec<u8>>> = longest.iter().map(|(o, b)| (*o, values(b))).collect();
+        let acked_here: Vec<(u64, i64, Vec<u8>)> =
+            acked.iter().filter(|((q, _), _)| *q == p).map(|((_, v), (o, e))| (*v, *o, e.clone())).collect();
+        for (value, offset, expected) in &acked_here {
+            assert_eq!(by_offset.get(offset), Some(&Some(expected.clone())), "partition {p}: acknowledged value {value} is not at offset {offset}");
+        }
+        let max_acked = acked_here.iter().map(|(_, o, _)| *o).max().unwrap_or(0);
+        for (id, log) in &logs {
+            assert!(log.last().is_some_and(|(o, _)| *o >= max_acked), "partition {p}: replica {id}'s high watermark is below the acknowledged offset {max_acked}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! with a log it cannot trust, and its handle answers every append with an error.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -111,7 +112,8 @@ impl ReplicaHandle {
 }
 
 /// Start the driver of the replica in `store` on this node.
-pub fn start(config: ReplicaConfig, store: ReplicaStore, transport: TransportHandle, inbox: mpsc::Receiver<Envelope>) -> ReplicaHandle {
+/// Several replicas of one broker share its transport.
+pub fn start(config: ReplicaConfig, store: ReplicaStore, transport: Arc<TransportHandle>, inbox: mpsc::Receiver<Envelope>) -> ReplicaHandle {
     let options = Options { jitter_seed: crate::runtime::rng::random_u64(), ..config.options.clone() };
     let core = RaftCore::new(config.node_id, options, store.hard_state(), store.log_state(), LogIndex(0));
     let (status_tx, status_rx) = watch::channel(ReplicaStatus { running: true, ..ReplicaStatus::default() });
@@ -126,7 +128,7 @@ type AppendReply = oneshot::Sender<Result<Appended, AppendError>>;
 struct Driver {
     core: RaftCore,
     store: ReplicaStore,
-    transport: TransportHandle,
+    transport: Arc<TransportHandle>,
     group: GroupId,
     /// Appends proposed and waiting for their batch to commit: last index -> (term, first
     /// index, who waits).

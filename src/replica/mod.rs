@@ -7,10 +7,14 @@
 //! - `driver.rs`: the task that runs one replica's core on its store over the inter-broker
 //!   transport, with acks=all appends answered once committed.
 //!
-//! Not yet: the replica manager starting a driver per hosted partition, the produce and fetch
-//! paths on it, ISR, reassignment (see issue 17).
+//! - `manager.rs`: the replicas one broker hosts, their drivers sharing its transport through
+//!   a router.
+//!
+//! Not yet: the broker placing replicated partitions from the metadata image and starting
+//! their replicas, the produce and fetch paths on them, ISR, reassignment (see issue 17).
 
 pub mod driver;
+pub mod manager;
 pub mod store;
 
 #[cfg(test)]
