@@ -133,6 +133,13 @@ if STRAND_PLANTED_BUGS=replica-ack-before-fsync RUSTFLAGS="--cfg madsim" CARGO_T
 fi
 grep -q "panicked" "$logs/sim-replica-driver-planted.log" || { echo "ci/run.sh: the planted replica_driver run failed without a violation:"; tail -20 "$logs/sim-replica-driver-planted.log"; exit 1; }
 echo "planted bug 'replica-ack-before-fsync': caught by sim/tests/replica_driver.rs"
+# And an idempotent producer's retry stored twice (de-duplication off) on the replicated path.
+if STRAND_PLANTED_BUGS=producer-dedup-off RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=8 \
+     cargo test -p strand-sim --test replica_driver --locked >"$logs/sim-replica-driver-dedup.log" 2>&1; then
+  echo "ci/run.sh: planted bug 'producer-dedup-off' was NOT caught by sim/tests/replica_driver.rs"; exit 1
+fi
+grep -q "twice" "$logs/sim-replica-driver-dedup.log" || { echo "ci/run.sh: the planted dedup run failed without a duplicate:"; tail -20 "$logs/sim-replica-driver-dedup.log"; exit 1; }
+echo "planted bug 'producer-dedup-off': caught by sim/tests/replica_driver.rs"
 done_step
 
 step "madsim: the broker's metadata quorum on 3 nodes (sim/tests/cluster_metadata.rs)"

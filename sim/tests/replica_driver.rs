@@ -3,10 +3,13 @@
 //! through its router), on one SimDisk per node that survives its kills (losing what was not
 //! synced), over madsim's network. For each partition, each node appends unique batches
 //! (acks=all) whenever its replica leads; a nemesis kills (power loss), pauses and clogs nodes and links.
-//! Checked, per partition: at most one leader per term; a leader's published high watermark never goes back;
+//! Besides, a client node runs one idempotent producer per partition (KIP-98: producer id,
+//! sequence numbers) that retries a batch, unchanged, on whichever replica leads until it is
+//! acknowledged. Checked, per partition: at most one leader per term; a leader's published high watermark never goes back;
 //! after healing, an append is acknowledged again (liveness), every replica holds the same
-//! bytes below its high watermark, and every acknowledged batch is there at the offsets it was
-//! acknowledged at. Run by ci/run.sh:
+//! bytes below its high watermark, every acknowledged batch is there at the offsets it was
+//! acknowledged at, and every idempotent producer's record is there at most once (exactly once
+//! if acknowledged), however often its batch was retried across leaders. Run by ci/run.sh:
 //! `RUSTFLAGS="--cfg madsim" cargo test -p strand-sim --test replica_driver`.
 #![cfg(madsim)]
 
@@ -20,9 +23,9 @@ use bytes::Bytes;
 use madsim::runtime::Handle;
 use madsim::time::sleep;
 use strand::config::TopicConfig;
-use strand::protocol::batch::{build_simple_batch, split_batches};
+use strand::protocol::batch::{build_producer_batch, build_simple_batch, split_batches};
 use strand::raft::{NodeId, Options};
-use strand::replica::driver::ReplicaHandle;
+use strand::replica::driver::{AppendError, ReplicaHandle};
 use strand::replica::manager::{ReplicaManager, ReplicaSettings, Router};
 use strand::runtime::Runtime;
 use strand::transport::{GroupId, Transport, TransportConfig, TransportLimits};
@@ -49,6 +52,10 @@ struct History {
     stopped: bool,
     /// (node, partition) -> the replica as of the node's latest start
     handles: BTreeMap<(u32, i32), ReplicaHandle>,
+    /// (partition, sequence) -> base offset, for the idempotent producers' acknowledged batches
+    idempotent_acked: BTreeMap<(i32, i32), i64>,
+    /// Retries the idempotent producers made (a batch sent again after an unknown outcome).
+    idempotent_retries: u64,
 }
 
 type Shared = Arc<Mutex<History>>;
@@ -133,6 +140,65 @@ async fn produce(id: u32, p: i32, handle: ReplicaHandle, history: Shared) {
     }
 }
 
+/// Partition `p`'s idempotent producer: batches of 1-3 records `i{p}-{seq}-{i}`, each sent
+/// (unchanged) to the replica that leads until one acknowledges it, then the next sequence.
+async fn idempotent_producer(p: i32, history: Shared) {
+    let producer_id = 1000 + i64::from(p);
+    // `seq` numbers the batches; `sequence` is Kafka's: it counts records.
+    let (mut seq, mut sequence) = (0i32, 0i32);
+    let mut attempt = 0u32;
+    loop {
+        let leader = {
+            let h = history.lock().unwrap();
+            if h.stopped {
+                return;
+            }
+            h.handles.iter().find(|((_, q), r)| *q == p && r.status().is_leader && r.status().running).map(|(_, r)| r.clone())
+        };
+        let Some(leader) = leader else {
+            sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let records: Vec<(Option<Bytes>, Option<Bytes>)> =
+            (0..1 + seq % 3).map(|i| (None, Some(Bytes::from(format!("i{p}-{seq}-{i}"))))).collect();
+        let batch = build_producer_batch(0, 1_000, producer_id, 0, sequence, &records);
+        match tokio::time::timeout(Duration::from_secs(3), leader.append(batch)).await {
+            Ok(Ok(appended)) => {
+                let mut h = history.lock().unwrap();
+                h.idempotent_acked.insert((p, seq), appended.base_offset);
+                sequence += records.len() as i32;
+                seq += 1;
+                attempt = 0;
+            }
+            Ok(Err(e @ (AppendError::OutOfOrderSequence { .. } | AppendError::InvalidProducerEpoch { .. }))) => {
+                history.lock().unwrap().violations.push(format!("partition {p}: idempotent batch {seq} refused: {e}"));
+                sleep(Duration::from_millis(100)).await;
+            }
+            _ => {
+                attempt += 1;
+                if attempt == 1 {
+                    history.lock().unwrap().idempotent_retries += 1;
+                }
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The idempotent records (`i{p}-{seq}-{i}`) of a data batch, with their offsets.
+fn idempotent_records(batch: &Bytes) -> Vec<(i64, String)> {
+    let mut buf = batch.clone();
+    let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) else { return Vec::new() };
+    set.records
+        .iter()
+        .filter(|r| !r.control)
+        .filter_map(|r| {
+            let v = String::from_utf8(r.value.clone()?.to_vec()).ok()?;
+            v.starts_with('i').then_some((r.offset, v))
+        })
+        .collect()
+}
+
 /// Every batch of a replica below its high watermark: (base offset, batch bytes).
 async fn batches(handle: &ReplicaHandle) -> Vec<(i64, Bytes)> {
     let mut out = Vec::new();
@@ -177,6 +243,21 @@ async fn a_replicated_partition_keeps_every_acknowledged_batch_under_faults() {
             .build();
         ids.push(node.id());
     }
+    let h = history.clone();
+    handle
+        .create_node()
+        .name("client")
+        .ip(IpAddr::from([10, 0, 9, 100]))
+        .init(move || {
+            let h = h.clone();
+            async move {
+                for p in 0..PARTITIONS {
+                    tokio::spawn(idempotent_producer(p, h.clone()));
+                }
+                std::future::pending::<()>().await;
+            }
+        })
+        .build();
     sleep(Duration::from_secs(3)).await;
     assert!(!history.lock().unwrap().acked.is_empty(), "nothing acknowledged in 3 s without faults");
 
@@ -187,14 +268,16 @@ async fn a_replicated_partition_keeps_every_acknowledged_batch_under_faults() {
     sleep(Duration::from_secs(10)).await;
     history.lock().unwrap().stopped = true;
     sleep(Duration::from_secs(3)).await; // appends in flight finish; followers learn the commit
-    let (handles, acked) = {
+    let (handles, acked, idempotent) = {
         let h = history.lock().unwrap();
+        eprintln!("replica_driver: idempotent: {} batches acknowledged, {} retried", h.idempotent_acked.len(), h.idempotent_retries);
+        assert!(!h.idempotent_acked.is_empty(), "no idempotent batch acknowledged");
         assert!(h.violations.is_empty(), "violations: {:#?}", h.violations);
         for p in 0..PARTITIONS {
             let after = h.acked.keys().filter(|(q, _)| *q == p).count() - acked_before[p as usize];
             assert!(after > 0, "partition {p}: no append acknowledged in the 10 s after heal (liveness)");
         }
-        (h.handles.clone(), h.acked.clone())
+        (h.handles.clone(), h.acked.clone(), h.idempotent_acked.clone())
     };
     eprintln!(
         "replica_driver: {} batches acknowledged ({} after heal), {} terms with a leader",
@@ -218,6 +301,20 @@ async fn a_replicated_partition_keeps_every_acknowledged_batch_under_faults() {
             assert!(first[..n] == log[..n], "partition {p}: replicas {first_id} and {id} differ below their high watermarks");
         }
         let longest = logs.iter().map(|(_, l)| l).max_by_key(|l| l.len()).unwrap();
+        // Exactly once: each idempotent record at most once, an acknowledged batch's at its offset.
+        let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+        for (_, b) in longest {
+            for (offset, v) in idempotent_records(b) {
+                if let Some(earlier) = seen.insert(v.clone(), offset) {
+                    panic!("partition {p}: idempotent record {v} is in the log twice, at {earlier} and {offset}");
+                }
+            }
+        }
+        for ((q, seq), offset) in &idempotent {
+            if *q == p {
+                assert_eq!(seen.get(&format!("i{p}-{seq}-0")), Some(offset), "partition {p}: acknowledged idempotent batch {seq} is not at {offset}");
+            }
+        }
         let by_offset: BTreeMap<i64, Option<Vec<u8>>> = longest.iter().map(|(o, b)| (*o, values(b))).collect();
         let acked_here: Vec<(u64, i64, Vec<u8>)> =
             acked.iter().filter(|((q, _), _)| *q == p).map(|((_, v), (o, e))| (*v, *o, e.clone())).collect();

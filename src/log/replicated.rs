@@ -9,6 +9,12 @@ use bytes::Bytes;
 use super::{batch, validate_record_set, Error, PartitionLog, Result};
 
 impl PartitionLog {
+    /// What the idempotent-producer state says of `batch` (a leader asks before proposing it;
+    /// the state covers every batch in the log, committed or not, as Kafka's leader's does).
+    pub fn producer_verdict(&self, batch: &batch::BatchView<'_>) -> super::producers::Verdict {
+        self.producers.check(batch)
+    }
+
     /// Append `records`, whole batches whose base offsets and partition leader epochs are set:
     /// the first must start at the log end and each continue the one before, and their epochs
     /// never go back (a batch of an epoch older than the log's latest is refused). The data is

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::store::{place_batch, ReplicaStore, StoreError};
+use crate::log::producers::Verdict;
 use crate::protocol::batch::validate_record_set;
 use crate::raft::{LogIndex, Msg, NodeId, Options, Output, ProposeError, RaftCore, Replicate, Role, Term};
 use crate::transport::{Envelope, GroupId, Message, TransportHandle};
@@ -59,6 +60,10 @@ pub enum AppendError {
     Invalid(String),
     #[error("too many appends in flight")]
     Busy,
+    #[error("producer {producer_id}: sequence {got} is not the next one ({expected})")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id}: epoch {got} is older than the current {current}")]
+    InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
     #[error("the replica stopped")]
     Stopped,
 }
@@ -118,7 +123,7 @@ pub fn start(config: ReplicaConfig, store: ReplicaStore, transport: Arc<Transpor
     let core = RaftCore::new(config.node_id, options, store.hard_state(), store.log_state(), LogIndex(0));
     let (status_tx, status_rx) = watch::channel(ReplicaStatus { running: true, ..ReplicaStatus::default() });
     let (commands_tx, commands_rx) = mpsc::channel(REPLICA_COMMANDS_MAX);
-    let driver = Driver { core, store, transport, group: config.group, pending: BTreeMap::new(), status: status_tx };
+    let driver = Driver { core, store, transport, group: config.group, pending: BTreeMap::new(), next_waiter: 0, status: status_tx };
     tokio::spawn(driver.run(inbox, commands_rx, config.tick_ms));
     ReplicaHandle { commands: commands_tx, status: status_rx }
 }
@@ -130,9 +135,10 @@ struct Driver {
     store: ReplicaStore,
     transport: Arc<TransportHandle>,
     group: GroupId,
-    /// Appends proposed and waiting for their batch to commit: last index -> (term, first
-    /// index, who waits).
-    pending: BTreeMap<LogIndex, (Term, LogIndex, AppendReply)>,
+    /// Appends waiting for their batch to commit: (last index, waiter number) -> (term, first
+    /// index, who waits). A producer's retry of a batch not yet committed waits beside it.
+    pending: BTreeMap<(LogIndex, u64), (Term, LogIndex, AppendReply)>,
+    next_waiter: u64,
     status: watch::Sender<ReplicaStatus>,
 }
 
@@ -192,7 +198,31 @@ impl Driver {
             return;
         }
         let count = match validate_record_set(&records) {
-            Ok(batches) if batches.len() == 1 && batches[0].records_count() > 0 && !batches[0].is_control() => batches[0].records_count() as u32,
+            Ok(batches) if batches.len() == 1 && batches[0].records_count() > 0 && !batches[0].is_control() => {
+                let b = &batches[0];
+                if b.producer_id() >= 0 && b.base_sequence() >= 0 {
+                    // Idempotence (KIP-98) against every batch in the log, committed or not:
+                    // a new leader rebuilt the state from its log, so it survives failover.
+                    match self.store.producer_verdict(b) {
+                        Verdict::Append => {}
+                        Verdict::Duplicate { base_offset, last_offset } => {
+                            let (first, last) = (LogIndex(base_offset as u64 + 1), LogIndex(last_offset as u64 + 1));
+                            let term = self.core.log().term_at(first).expect("a duplicate's original is in the log");
+                            self.wait(last, term, first, reply);
+                            return;
+                        }
+                        Verdict::OutOfOrder { expected, got } => {
+                            let _ = reply.send(Err(AppendError::OutOfOrderSequence { producer_id: b.producer_id(), expected, got }));
+                            return;
+                        }
+                        Verdict::StaleEpoch { current, got } => {
+                            let _ = reply.send(Err(AppendError::InvalidProducerEpoch { producer_id: b.producer_id(), current, got }));
+                            return;
+                        }
+                    }
+                }
+                b.records_count() as u32
+            }
             Ok(batches) => {
                 let _ = reply.send(Err(AppendError::Invalid(format!("one data batch per append, not {}", batches.len()))));
                 return;
@@ -208,7 +238,7 @@ impl Driver {
         match self.core.propose_batches(vec![(count, placed)], out) {
             Ok(range) => {
                 assert_eq!(range.start, base.next(), "the core placed the batch where the shell did");
-                self.pending.insert(range.end.prev(), (term, range.start, reply));
+                self.wait(range.end.prev(), term, range.start, reply);
             }
             Err(ProposeError::NotLeader { leader }) => {
                 let _ = reply.send(Err(AppendError::NotLeader(leader)));
@@ -217,6 +247,13 @@ impl Driver {
                 let _ = reply.send(Err(AppendError::NotLeader(None)));
             }
         }
+    }
+
+    /// Answer `reply` once the batch at `first..=last` is committed in `term` (see
+    /// `answer_committed`).
+    fn wait(&mut self, last: LogIndex, term: Term, first: LogIndex, reply: AppendReply) {
+        self.next_waiter += 1;
+        self.pending.insert((last, self.next_waiter), (term, first, reply));
     }
 
     /// Execute `out` in the core's order, then what the `persisted` call leaves.
@@ -257,10 +294,10 @@ impl Driver {
     fn answer_committed(&mut self) {
         let commit = self.core.commit_index();
         while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() > commit {
+            if entry.key().0 > commit {
                 break;
             }
-            let (last, (term, first, reply)) = entry.remove_entry();
+            let ((last, _), (term, first, reply)) = entry.remove_entry();
             let ours = self.core.log().term_at(first) == Some(term) && self.core.log().term_at(last) == Some(term);
             let _ = reply.send(if ours {
                 Ok(Appended { base_offset: first.0 as i64 - 1, last_offset: last.0 as i64 - 1 })

@@ -106,6 +106,11 @@ impl ReplicaStore {
         &mut self.log
     }
 
+    /// What the idempotent-producer state says of `batch` (see `PartitionLog::producer_verdict`).
+    pub fn producer_verdict(&self, batch: &batch::BatchView<'_>) -> log::producers::Verdict {
+        self.log.producer_verdict(batch)
+    }
+
     pub fn hard_state(&self) -> HardState {
         self.state.hard
     }
