@@ -59,8 +59,10 @@ struct History {
     starts: BTreeMap<u32, u64>,
     /// term -> the node that led it
     leaders: BTreeMap<u64, u32>,
-    /// Acknowledged creates: topic -> partitions.
+    /// Acknowledged creates: topic -> partitions (a later acknowledged delete removes it).
     created: BTreeMap<String, i32>,
+    /// Creates acknowledged in all.
+    creates_acked: u64,
     /// Deletes acknowledged, and those sent without a clear answer (they may have happened).
     deleted: BTreeSet<String>,
     maybe_deleted: BTreeSet<String>,
@@ -199,7 +201,9 @@ async fn admin_client(history: Shared, stop: Arc<Mutex<bool>>) {
             None => {
                 let name = format!("t{n}");
                 if let Outcome::Ok = create(broker, &name, partitions).await {
-                    history.lock().unwrap().created.insert(name, partitions);
+                    let mut h = history.lock().unwrap();
+                    h.created.insert(name, partitions);
+                    h.creates_acked += 1;
                 }
             }
         }
@@ -241,7 +245,9 @@ async fn cluster_metadata_converges_under_crashes_and_partitions() {
     let client = handle.create_node().name("admin").ip(IpAddr::from([10, 0, 9, 100])).build();
     let admin = client.spawn(admin_client(history.clone(), stop.clone()));
     sleep(Duration::from_secs(5)).await;
-    assert!(!history.lock().unwrap().created.is_empty(), "no topic created in 5 s without faults");
+    // (Counted, not looked up in `created`: the client deletes what it created, so every topic
+    // acknowledged so far may be gone again; seed 1796692343668438061 deleted them all.)
+    assert!(history.lock().unwrap().creates_acked > 0, "no topic created in 5 s without faults");
 
     strand_sim::nemesis::kills_and_clogs(&ids, &disks, 10, 300..4000, 100..2000).await;
 

@@ -35,6 +35,11 @@ use strand_sim::disk::SimDisk;
 const NODES: u32 = 3;
 const PARTITIONS: i32 = 3;
 
+/// Partition p's `min.insync.replicas`: 1, 2, 3.
+fn min_insync(p: i32) -> usize {
+    p as usize + 1
+}
+
 fn group(partition: i32) -> GroupId {
     GroupId::Partition { topic_id: [7; 16], partition }
 }
@@ -56,6 +61,8 @@ struct History {
     idempotent_acked: BTreeMap<(i32, i32), i64>,
     /// Retries the idempotent producers made (a batch sent again after an unknown outcome).
     idempotent_retries: u64,
+    /// Appends refused with NOT_ENOUGH_REPLICAS, per partition.
+    not_enough_replicas: BTreeMap<i32, u64>,
 }
 
 type Shared = Arc<Mutex<History>>;
@@ -79,11 +86,11 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
     let (transport, inbox) = Transport::start(config).await.expect("bind the inter-broker listener");
     let members: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
     let options = Options { election_timeout_ticks: 10, heartbeat_interval_ticks: 1, max_entries_per_msg: 512, ..Options::default() };
-    let settings = ReplicaSettings { node_id: NodeId(id), tick_ms: 50, options };
+    let settings = ReplicaSettings { node_id: NodeId(id), tick_ms: 50, options, replica_lag_ticks: 10 };
     let manager = ReplicaManager::new(runtime, Arc::new(transport), Router::start(inbox), settings);
     for p in 0..PARTITIONS {
         let dir = PathBuf::from(format!("/data/t-{p}"));
-        let handle = match manager.host(group(p), dir, TopicConfig::default(), &members).await {
+        let handle = match manager.host(group(p), dir, TopicConfig::default(), &members, min_insync(p)).await {
             Ok(h) => h,
             Err(e) => panic!("node {id}: replica {p} did not open: {e}"),
         };
@@ -127,12 +134,25 @@ async fn produce(id: u32, p: i32, handle: ReplicaHandle, history: Shared) {
             let records: Vec<Vec<u8>> = (0..1 + value % 3).map(|i| format!("{value}-{i}").into_bytes()).collect();
             let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
             let batch = build_simple_batch(0, 1_000, &refs);
-            if let Ok(Ok(appended)) = tokio::time::timeout(Duration::from_secs(3), handle.append(batch)).await {
-                let mut h = history.lock().unwrap();
-                if appended.last_offset - appended.base_offset + 1 != records.len() as i64 {
-                    h.violations.push(format!("partition {p}, value {value}: acknowledged at {appended:?} for {} records", records.len()));
+            match tokio::time::timeout(Duration::from_secs(3), handle.append(batch)).await {
+                Ok(Ok(appended)) => {
+                    let mut h = history.lock().unwrap();
+                    if appended.last_offset - appended.base_offset + 1 != records.len() as i64 {
+                        h.violations.push(format!("partition {p}, value {value}: acknowledged at {appended:?} for {} records", records.len()));
+                    }
+                    // A majority, and min.insync.replicas, hold the batch when it is acknowledged.
+                    let holding = h.handles.iter().filter(|((_, q), r)| *q == p && r.status().log_end_offset > appended.last_offset).count();
+                    let needed = min_insync(p).max(NODES as usize / 2 + 1);
+                    if holding < needed {
+                        h.violations.push(format!("partition {p}, value {value}: acknowledged with {holding} replicas holding it, {needed} needed"));
+                    }
+                    h.acked.insert((p, value), (appended.base_offset, records.concat()));
                 }
-                h.acked.insert((p, value), (appended.base_offset, records.concat()));
+                Ok(Err(AppendError::NotEnoughReplicas { .. })) => {
+                    *history.lock().unwrap().not_enough_replicas.entry(p).or_default() += 1;
+                    sleep(Duration::from_millis(20)).await;
+                }
+                _ => {}
             }
         } else {
             sleep(Duration::from_millis(20)).await;
@@ -270,7 +290,12 @@ async fn a_replicated_partition_keeps_every_acknowledged_batch_under_faults() {
     sleep(Duration::from_secs(3)).await; // appends in flight finish; followers learn the commit
     let (handles, acked, idempotent) = {
         let h = history.lock().unwrap();
-        eprintln!("replica_driver: idempotent: {} batches acknowledged, {} retried", h.idempotent_acked.len(), h.idempotent_retries);
+        eprintln!(
+            "replica_driver: idempotent: {} batches acknowledged, {} retried; NOT_ENOUGH_REPLICAS per partition {:?}",
+            h.idempotent_acked.len(),
+            h.idempotent_retries,
+            h.not_enough_replicas
+        );
         assert!(!h.idempotent_acked.is_empty(), "no idempotent batch acknowledged");
         assert!(h.violations.is_empty(), "violations: {:#?}", h.violations);
         for p in 0..PARTITIONS {

@@ -871,7 +871,12 @@ impl RaftCore {
             .map(|v| if *v == self.id { self.durable } else { self.progress.get(v).map(|p| p.match_index).unwrap_or_default() })
             .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let needed = membership.quorum().max(self.opts.min_commit_replicas.min(membership.voters.len()));
+        let needed = if planted("raft-commit-on-one-ack") {
+            // Planted bug: the leader's own copy is enough.
+            1
+        } else {
+            membership.quorum().max(self.opts.min_commit_replicas.min(membership.voters.len()))
+        };
         let candidate = matched[needed - 1];
         if candidate <= self.commit {
             return;

@@ -8,7 +8,7 @@
 //! A storage error ends the task (fail-stop): the replica stops taking part rather than go on
 //! with a log it cannot trust, and its handle answers every append with an error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,13 @@ pub struct ReplicaConfig {
     /// How long one Raft tick is.
     pub tick_ms: u64,
     pub options: Options,
+    /// Kafka's `min.insync.replicas`: an append needs this many replicas in sync (the leader
+    /// counts) or it is refused before it is proposed (NOT_ENOUGH_REPLICAS), and a batch
+    /// commits only once this many replicas hold it durably (besides a majority).
+    pub min_insync_replicas: usize,
+    /// Kafka's `replica.lag.time.max.ms`, in ticks: a follower is in sync while it answered
+    /// within this long and holds everything the leader held this long ago.
+    pub replica_lag_ticks: u32,
 }
 
 /// What the replica shows.
@@ -41,6 +48,9 @@ pub struct ReplicaStatus {
     pub term: Term,
     pub leader: Option<NodeId>,
     pub is_leader: bool,
+    /// The replicas in sync (on the leader; empty elsewhere), in node order, the leader among
+    /// them.
+    pub isr: Vec<NodeId>,
     /// The high watermark this replica publishes: its commit index, on a leader only once an
     /// entry of its own term is committed (so it never moves back across leaders).
     pub high_watermark: i64,
@@ -60,6 +70,8 @@ pub enum AppendError {
     Invalid(String),
     #[error("too many appends in flight")]
     Busy,
+    #[error("{in_sync} replicas in sync, fewer than min.insync.replicas {min}")]
+    NotEnoughReplicas { in_sync: usize, min: usize },
     #[error("producer {producer_id}: sequence {got} is not the next one ({expected})")]
     OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
     #[error("producer {producer_id}: epoch {got} is older than the current {current}")]
@@ -119,11 +131,26 @@ impl ReplicaHandle {
 /// Start the driver of the replica in `store` on this node.
 /// Several replicas of one broker share its transport.
 pub fn start(config: ReplicaConfig, store: ReplicaStore, transport: Arc<TransportHandle>, inbox: mpsc::Receiver<Envelope>) -> ReplicaHandle {
-    let options = Options { jitter_seed: crate::runtime::rng::random_u64(), ..config.options.clone() };
+    let options = Options {
+        jitter_seed: crate::runtime::rng::random_u64(),
+        min_commit_replicas: config.min_insync_replicas.max(1),
+        ..config.options.clone()
+    };
     let core = RaftCore::new(config.node_id, options, store.hard_state(), store.log_state(), LogIndex(0));
     let (status_tx, status_rx) = watch::channel(ReplicaStatus { running: true, ..ReplicaStatus::default() });
     let (commands_tx, commands_rx) = mpsc::channel(REPLICA_COMMANDS_MAX);
-    let driver = Driver { core, store, transport, group: config.group, pending: BTreeMap::new(), next_waiter: 0, status: status_tx };
+    let driver = Driver {
+        core,
+        store,
+        transport,
+        group: config.group,
+        pending: BTreeMap::new(),
+        next_waiter: 0,
+        min_insync: config.min_insync_replicas.max(1),
+        lag_ticks: config.replica_lag_ticks.max(1),
+        ends: VecDeque::new(),
+        status: status_tx,
+    };
     tokio::spawn(driver.run(inbox, commands_rx, config.tick_ms));
     ReplicaHandle { commands: commands_tx, status: status_rx }
 }
@@ -139,6 +166,10 @@ struct Driver {
     /// index, who waits). A producer's retry of a batch not yet committed waits beside it.
     pending: BTreeMap<(LogIndex, u64), (Term, LogIndex, AppendReply)>,
     next_waiter: u64,
+    min_insync: usize,
+    lag_ticks: u32,
+    /// Leader: its log end at each of the last `lag_ticks` ticks, oldest first.
+    ends: VecDeque<LogIndex>,
     status: watch::Sender<ReplicaStatus>,
 }
 
@@ -173,7 +204,17 @@ impl Driver {
                         return;
                     }
                 },
-                _ = ticker.tick() => self.core.tick(&mut out),
+                _ = ticker.tick() => {
+                    self.core.tick(&mut out);
+                    if self.core.role() == Role::Leader {
+                        self.ends.push_back(self.core.last_index());
+                        while self.ends.len() > self.lag_ticks as usize {
+                            self.ends.pop_front();
+                        }
+                    } else {
+                        self.ends.clear();
+                    }
+                }
             }
             if let Err(e) = self.execute(out).await {
                 tracing::error!(node = %self.core.id(), group = ?self.group, error = %e, "replica: storage failed; this replica stops taking part (fail-stop)");
@@ -195,6 +236,11 @@ impl Driver {
         }
         if self.pending.len() >= REPLICA_PENDING_MAX {
             let _ = reply.send(Err(AppendError::Busy));
+            return;
+        }
+        let in_sync = self.isr().len();
+        if in_sync < self.min_insync {
+            let _ = reply.send(Err(AppendError::NotEnoughReplicas { in_sync, min: self.min_insync }));
             return;
         }
         let count = match validate_record_set(&records) {
@@ -311,6 +357,26 @@ impl Driver {
         }
     }
 
+    /// The replicas in sync (leader only): the leader, and each voter that answered within
+    /// `lag_ticks` and holds the log up to where the leader's ended `lag_ticks` ago. A new
+    /// leader counts a follower in sync only once it has heard from it.
+    fn isr(&self) -> Vec<NodeId> {
+        let c = &self.core;
+        if c.role() != Role::Leader {
+            return Vec::new();
+        }
+        let behind = self.ends.front().copied().unwrap_or_else(|| c.last_index());
+        c.membership()
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| {
+                v == c.id()
+                    || (c.heard_ticks_ago(v).is_some_and(|t| t <= u64::from(self.lag_ticks)) && c.match_index(v).is_some_and(|m| m >= behind))
+            })
+            .collect()
+    }
+
     fn fail_pending(&mut self, e: AppendError) {
         for (_, (_, _, reply)) in std::mem::take(&mut self.pending) {
             let _ = reply.send(Err(e.clone()));
@@ -324,10 +390,13 @@ impl Driver {
         // that it may be below what the previous leader showed.
         let high_watermark =
             if c.leader_ready() { self.store.log().high_watermark() } else { self.status.borrow().high_watermark };
+        let isr = self.isr();
+        let c = &self.core;
         let status = ReplicaStatus {
             term: c.term(),
             leader: c.leader(),
             is_leader,
+            isr,
             high_watermark,
             log_end_offset: self.store.log().log_end_offset(),
             running: true,

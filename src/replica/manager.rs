@@ -77,6 +77,8 @@ pub struct ReplicaSettings {
     pub node_id: NodeId,
     pub tick_ms: u64,
     pub options: Options,
+    /// Kafka's `replica.lag.time.max.ms`, in ticks.
+    pub replica_lag_ticks: u32,
 }
 
 /// The partition replicas of one broker.
@@ -94,14 +96,28 @@ impl ReplicaManager {
     }
 
     /// Open the replica of `group` in `dir` (its members `members`) and start its driver; the
-    /// running one if it is hosted already.
-    pub async fn host(&self, group: GroupId, dir: PathBuf, config: TopicConfig, members: &[NodeId]) -> Result<ReplicaHandle, StoreError> {
+    /// running one if it is hosted already. Its topic's `min.insync.replicas` is `min_insync`.
+    pub async fn host(
+        &self,
+        group: GroupId,
+        dir: PathBuf,
+        config: TopicConfig,
+        members: &[NodeId],
+        min_insync: usize,
+    ) -> Result<ReplicaHandle, StoreError> {
         if let Some(h) = self.handle(group).filter(|h| h.status().running) {
             return Ok(h);
         }
         let store = ReplicaStore::open(self.runtime.clone(), dir, config, members).await?;
         let inbox = self.router.register(group);
-        let config = ReplicaConfig { node_id: self.settings.node_id, group, tick_ms: self.settings.tick_ms, options: self.settings.options.clone() };
+        let config = ReplicaConfig {
+            node_id: self.settings.node_id,
+            group,
+            tick_ms: self.settings.tick_ms,
+            options: self.settings.options.clone(),
+            min_insync_replicas: min_insync,
+            replica_lag_ticks: self.settings.replica_lag_ticks,
+        };
         let handle = driver::start(config, store, self.transport.clone(), inbox);
         self.hosted.lock().expect("hosted lock").insert(group, handle.clone());
         Ok(handle)

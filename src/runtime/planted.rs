@@ -28,7 +28,9 @@
 //! against this broker's possibly lagging image instead of first catching up with the
 //! quorum; caught by `sim/tests/cluster_metadata.rs`). A replica's log (`src/log/truncate.rs`):
 //! `raft-batch-counted-as-one` (a follower acknowledges a record batch as if it took one index,
-//! not one per record; caught by `proptests/tests/raft_safety.rs`),
+//! not one per record; caught by `proptests/tests/raft_safety.rs`), `raft-commit-on-one-ack`
+//! (the leader commits on its own copy alone; caught by the Raft harness and by
+//! `sim/tests/replica_driver.rs`),
 //! `replica-stale-sync-counts` (a sync that a truncation overtook still marks the log durable,
 //! so bytes written after the cut count as synced; caught by `proptests/tests/log_model.rs`).
 //! `replica-ack-before-fsync` (a replica's store reports its writes durable without syncing,
@@ -60,6 +62,7 @@ pub const PLANTED_BUGS: &[&str] = &[
     "raft-forward-ack-before-commit",
     "raft-meta-skip-catch-up",
     "raft-batch-counted-as-one",
+    "raft-commit-on-one-ack",
     "replica-stale-sync-counts",
     "replica-ack-before-fsync",
 ];
