@@ -90,7 +90,11 @@ async fn node(id: u32, disk: SimDisk, clock: SimClock, history: Shared) {
     let manager = ReplicaManager::new(runtime, Arc::new(transport), Router::start(inbox), settings);
     for p in 0..PARTITIONS {
         let dir = PathBuf::from(format!("/data/t-{p}"));
-        let handle = match manager.host(group(p), dir, TopicConfig::default(), &members, min_insync(p)).await {
+        // Small segments: replicas roll, truncate and rebuild across segment files (and the
+        // simulated disk copies a whole file at each sync, so big files would be slow).
+        let mut topic_config = TopicConfig::default();
+        topic_config.set("segment.bytes", "65536").expect("a valid segment size");
+        let handle = match manager.host(group(p), dir, topic_config, &members, min_insync(p)).await {
             Ok(h) => h,
             Err(e) => panic!("node {id}: replica {p} did not open: {e}"),
         };

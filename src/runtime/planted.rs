@@ -29,8 +29,7 @@
 //! quorum; caught by `sim/tests/cluster_metadata.rs`). A replica's log (`src/log/truncate.rs`):
 //! `raft-batch-counted-as-one` (a follower acknowledges a record batch as if it took one index,
 //! not one per record; caught by `proptests/tests/raft_safety.rs`), `raft-commit-on-one-ack`
-//! (the leader commits on its own copy alone; caught by the Raft harness and by
-//! `sim/tests/replica_driver.rs`),
+//! (the leader commits on its own copy alone; caught by the Raft harness),
 //! `replica-stale-sync-counts` (a sync that a truncation overtook still marks the log durable,
 //! so bytes written after the cut count as synced; caught by `proptests/tests/log_model.rs`).
 //! `replica-ack-before-fsync` (a replica's store reports its writes durable without syncing,
