@@ -106,7 +106,11 @@ done_step
 
 step "madsim: three replicas of a partition log under power loss (sim/tests/replicas.rs, replica_driver.rs)"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" MADSIM_TEST_NUM=64 \
-  cargo test -p strand-sim --test replicas --locked 2>&1 | tee "$logs/sim-replicas.log"
+  cargo test -p strand-sim --test replicas --locked -- --nocapture 2>&1 | tee "$logs/sim-replicas.log"
+# Coverage: the sweep must have cut divergent suffixes (a replica truncating to its leader).
+cuts=$(grep -o '[0-9]* truncations,' "$logs/sim-replicas.log" | awk '{s += $1} END {print s + 0}')
+[ "$cuts" -gt 0 ] || { echo "ci/run.sh: sim/tests/replicas.rs cut no divergent suffix in its whole sweep"; exit 1; }
+echo "sim/tests/replicas.rs: $cuts divergent suffixes cut over the sweep"
 # Determinism: one seed twice, the same schedules and outcomes.
 a=$(MADSIM_TEST_SEED=7 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo test -p strand-sim --test replicas --locked -- --nocapture 2>&1 | grep "^schedule")
 b=$(MADSIM_TEST_SEED=7 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$SIM_TARGET_DIR" cargo test -p strand-sim --test replicas --locked -- --nocapture 2>&1 | grep "^schedule")

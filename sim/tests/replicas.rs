@@ -6,8 +6,9 @@
 //! every core's log end and term index are its partition log's end and leader-epoch cache; a
 //! high watermark never goes back within a run of a node, nor passes the commit index; at the
 //! end, after healing: every replica holds the same bytes up to the high watermark, and every
-//! batch a leader saw committed is there at its offset. Each schedule must elect several
-//! leaders and cut divergent suffixes somewhere, or it tests nothing.
+//! batch a leader saw committed is there at its offset. Each seed's schedules must elect
+//! several leaders and commit, and the sweep as a whole must cut divergent suffixes (ci/run.sh
+//! sums them), or it tests nothing.
 //!
 //! Run by ci/run.sh: `RUSTFLAGS="--cfg madsim" cargo test -p strand-sim --test replicas`
 //! (`MADSIM_TEST_NUM` seeds; the planted bug `replica-ack-before-fsync` must be caught).
@@ -70,6 +71,9 @@ struct Cluster {
     /// Divergent suffixes cut (writes with a truncation), control batches written by leaders.
     truncations: u64,
     max_term: u64,
+    /// The shell's byte limit per append: unlimited, or (half the schedules) so small that an
+    /// append often carries less than the core asked for.
+    append_bytes: usize,
 }
 
 const MEMBERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
@@ -97,7 +101,11 @@ impl Cluster {
             next_value: 0,
             truncations: 0,
             max_term: 0,
+            append_bytes: usize::MAX,
         };
+        if c.rng.chance(50) {
+            c.append_bytes = 100 + c.rng.below(300) as usize;
+        }
         for id in MEMBERS {
             c.start(id).await;
         }
@@ -170,7 +178,7 @@ impl Cluster {
         for r in out.replicate {
             match r {
                 Replicate::Entries { to, term, prev_index, commit, range, .. } => {
-                    let (prev_index, prev_term, entries) = store.entries_for(prev_index, range.end).await?;
+                    let (prev_index, prev_term, entries) = store.entries_for(prev_index, range.end, self.append_bytes).await?;
                     msgs.push((to, Msg::Append { term, prev_index, prev_term, commit, entries }));
                 }
                 Replicate::Snapshot { to, term, meta } => msgs.push((to, Msg::Snapshot { term, meta, data: Bytes::new() })),
@@ -428,6 +436,7 @@ async fn replicas_of_a_partition_log_agree_under_power_loss() {
         truncations += t;
         terms += m;
     }
-    // The schedules must reach what they are for: elections and divergent suffixes cut.
-    assert!(truncations > 0 && terms > schedules * 2, "{committed} committed, {truncations} truncations, {terms} terms in all");
+    // The schedules must reach what they are for: elections and commits. (Divergent suffixes
+    // cut are counted over the whole sweep by ci/run.sh: four schedules may all go without.)
+    assert!(committed > 0 && terms > schedules * 2, "{committed} committed, {truncations} truncations, {terms} terms in all");
 }

@@ -25,6 +25,8 @@ use crate::transport::{Envelope, GroupId, Message, TransportHandle};
 pub const REPLICA_COMMANDS_MAX: usize = 1024;
 /// Appends proposed and not yet committed, at most (more are refused: retriable).
 pub const REPLICA_PENDING_MAX: usize = 4096;
+/// Batch bytes in one append to a follower, at most (beyond one batch).
+pub const APPEND_BYTES_MAX: usize = 8 << 20;
 
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
@@ -318,7 +320,7 @@ impl Driver {
             for replicate in out.replicate.drain(..) {
                 let (to, msg) = match replicate {
                     Replicate::Entries { to, term, prev_index, commit, range, .. } => {
-                        let (prev_index, prev_term, entries) = self.store.entries_for(prev_index, range.end).await?;
+                        let (prev_index, prev_term, entries) = self.store.entries_for(prev_index, range.end, APPEND_BYTES_MAX).await?;
                         (to, Msg::Append { term, prev_index, prev_term, commit, entries })
                     }
                     Replicate::Snapshot { to, term, meta } => (to, Msg::Snapshot { term, meta, data: Bytes::new() }),

@@ -210,9 +210,11 @@ impl ReplicaStore {
     /// The entries for an append whose previous index the core gave as `prev_index`, through
     /// index `end - 1`: whole batches, from the one holding offset `prev_index` (which may
     /// begin before it: then the append starts there and `prev_index` moves back to its start)
-    /// through the one holding `end - 2` (see `raft::Replicate::Entries`). Returns the
-    /// (possibly moved) previous index, its term and the entries.
-    pub async fn entries_for(&self, prev_index: LogIndex, end: LogIndex) -> Result<(LogIndex, Term, Vec<Entry>)> {
+    /// through the one holding `end - 2` (see `raft::Replicate::Entries`), but no more batches
+    /// once `max_bytes` are taken (at least one is: a shorter append is answered with a shorter
+    /// match, and the leader goes on from there). Returns the (possibly moved) previous index,
+    /// its term and the entries.
+    pub async fn entries_for(&self, prev_index: LogIndex, end: LogIndex, max_bytes: usize) -> Result<(LogIndex, Term, Vec<Entry>)> {
         let log_end = self.log.log_end_offset();
         // Covering index `end - 1` is covering offset `end - 2`: read until the next offset
         // reaches `end - 1`.
@@ -220,6 +222,7 @@ impl ReplicaStore {
         let mut prev = prev_index;
         let mut entries = Vec::new();
         let mut offset = prev_index.0 as i64;
+        let mut taken = 0usize;
         'read: while offset < log_end {
             let read = self.log.read(offset, READ_BYTES, log_end).await?;
             let (batches, _) = split_batches(&read.records).map_err(|e| StoreError::BadBatch { offset, detail: e.to_string() })?;
@@ -239,7 +242,8 @@ impl ReplicaStore {
                 }
                 entries.push(batch_to_entry(b)?);
                 offset = b.next_offset();
-                if offset >= want {
+                taken += b.size_bytes();
+                if offset >= want || taken >= max_bytes {
                     break 'read;
                 }
             }

@@ -52,21 +52,24 @@ async fn an_append_is_sent_as_whole_batches() {
             .collect()
     };
     // From a batch boundary: exactly the batches asked for (index 2..=4 is the batch at 1).
-    let (prev, term, e) = s.entries_for(LogIndex(1), LogIndex(5)).await.unwrap();
+    let (prev, term, e) = s.entries_for(LogIndex(1), LogIndex(5), usize::MAX).await.unwrap();
     assert_eq!((prev, term, bases(&e)), (LogIndex(1), Term(1), vec![1]));
     // `prev_index` 3 is inside the batch at offsets 1..=3: the append starts with that batch.
-    let (prev, term, e) = s.entries_for(LogIndex(3), LogIndex(5)).await.unwrap();
+    let (prev, term, e) = s.entries_for(LogIndex(3), LogIndex(5), usize::MAX).await.unwrap();
     assert_eq!((prev, term, bases(&e)), (LogIndex(1), Term(1), vec![1]));
     // A range ending inside a batch gets all of it.
-    let (prev, _, e) = s.entries_for(LogIndex(1), LogIndex(6)).await.unwrap();
+    let (prev, _, e) = s.entries_for(LogIndex(1), LogIndex(6), usize::MAX).await.unwrap();
     assert_eq!((prev, bases(&e)), (LogIndex(1), vec![1, 4]));
     // Empty at a boundary: nothing; empty inside a batch: that batch.
-    let (prev, term, e) = s.entries_for(LogIndex(4), LogIndex(5)).await.unwrap();
+    let (prev, term, e) = s.entries_for(LogIndex(4), LogIndex(5), usize::MAX).await.unwrap();
     assert_eq!((prev, term, e.len()), (LogIndex(4), Term(1), 0));
-    let (prev, term, e) = s.entries_for(LogIndex(5), LogIndex(6)).await.unwrap();
+    let (prev, term, e) = s.entries_for(LogIndex(5), LogIndex(6), usize::MAX).await.unwrap();
     assert_eq!((prev, term, bases(&e)), (LogIndex(4), Term(1), vec![4]));
+    // A byte limit stops after the first batch past it (never before the first).
+    let (prev, _, e) = s.entries_for(LogIndex(1), LogIndex(7), 1).await.unwrap();
+    assert_eq!((prev, bases(&e)), (LogIndex(1), vec![1]));
     // The leader change is sent as its bytes: a one-record batch.
-    let (prev, term, e) = s.entries_for(LogIndex(0), LogIndex(2)).await.unwrap();
+    let (prev, term, e) = s.entries_for(LogIndex(0), LogIndex(2), usize::MAX).await.unwrap();
     assert_eq!((prev, term), (LogIndex(0), Term(0)));
     assert!(matches!(e[0].payload, Payload::Batch { count: 1, .. }) && e[0].term == Term(1));
     s.close().await.unwrap();
