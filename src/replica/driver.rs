@@ -255,8 +255,14 @@ impl Driver {
                         Verdict::Append => {}
                         Verdict::Duplicate { base_offset, last_offset } => {
                             let (first, last) = (LogIndex(base_offset as u64 + 1), LogIndex(last_offset as u64 + 1));
-                            let term = self.core.log().term_at(first).expect("a duplicate's original is in the log");
-                            self.wait(last, term, first, reply);
+                            match self.core.log().term_at(first) {
+                                Some(term) => self.wait(last, term, first, reply),
+                                // Before the log start: committed long ago (the producer state
+                                // outlives the batches it remembers).
+                                None => {
+                                    let _ = reply.send(Ok(Appended { base_offset, last_offset }));
+                                }
+                            }
                             return;
                         }
                         Verdict::OutOfOrder { expected, got } => {
