@@ -553,11 +553,25 @@ impl PartitionLog {
         let total_bytes = pos as u64;
         self.maybe_roll(total_bytes, span, now_ms).await?;
         self.note_epoch(self.leader_epoch, base_offset).await?;
+        self.write_at_end(parts, &headers, now_ms).await?;
+        assert_eq!(self.log_end_offset(), next, "log end offset advanced by the appended records");
+        self.check_invariants();
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// Write `parts` (the bytes of the whole batches whose headers and sizes are `headers`) at
+    /// the end of the active segment, then index them and record their producers. A failed write
+    /// is cut off again, so the file stays a sequence of whole batches; if even that fails, the
+    /// log cannot be trusted until recovery.
+    async fn write_at_end(&mut self, parts: Vec<Bytes>, headers: &[(Bytes, usize)], now_ms: i64) -> Result<()> {
         let position = self.active().size_bytes;
         let file = self.active().file.clone();
         if let Err(e) = file.write_parts_at(position, parts).await {
-            // Cut off whatever part of the write landed, so the file stays a sequence of whole
-            // batches; if even that fails, the log cannot be trusted until recovery.
             if let Err(e2) = file.set_len(position).await {
                 self.failed = Some(format!("write failed ({e}) and could not be undone ({e2})"));
             }
@@ -576,14 +590,7 @@ impl PartitionLog {
         for b in &written {
             self.producers.record(b, now_ms);
         }
-        assert_eq!(self.log_end_offset(), next, "log end offset advanced by the appended records");
-        self.check_invariants();
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: next - 1,
-            log_append_time_ms: if log_append_time { now_ms } else { -1 },
-            log_start_offset: self.log_start_offset,
-        })
+        Ok(())
     }
 
     /// Before a batch of `epoch` is written at `offset`: a new epoch's entry is made durable

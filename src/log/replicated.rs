@@ -54,27 +54,7 @@ impl PartitionLog {
         for (epoch, offset) in starts {
             self.note_epoch(epoch, offset).await?;
         }
-        let position = self.active().size_bytes;
-        let file = self.active().file.clone();
-        if let Err(e) = file.write_parts_at(position, vec![records]).await {
-            if let Err(e2) = file.set_len(position).await {
-                self.failed = Some(format!("write failed ({e}) and could not be undone ({e2})"));
-            }
-            return Err(Error::Io { path: file.path().to_path_buf(), source: e });
-        }
-        let interval = self.config.index_interval_bytes.max(0) as u64;
-        let written: Vec<batch::BatchView<'_>> = headers.iter().map(|(h, size)| batch::BatchView::header_only(h, *size)).collect();
-        let seg = self.active_mut();
-        seg.first_append_wall_ms.get_or_insert(now_ms);
-        seg.last_write_wall_ms = Some(now_ms);
-        let mut p = position;
-        for b in &written {
-            seg.note_batch(b, p, interval);
-            p += b.size_bytes() as u64;
-        }
-        for b in &written {
-            self.producers.record(b, now_ms);
-        }
+        self.write_at_end(vec![records], &headers, now_ms).await?;
         assert_eq!(self.log_end_offset(), expected, "log end offset advanced by the appended records");
         self.check_invariants();
         Ok(())
